@@ -1,0 +1,54 @@
+//! The `gwctl` binary: parse arguments, set up logging, run one subcommand, map the outcome to the
+//! exit codes of CONTRACT.md (0 ok, 1 failed, 2 usage; `migrate status` may exit 3).
+
+mod cli;
+mod health;
+mod serve;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = match cli.log_format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Text) => false,
+        None => !std::io::stdout().is_terminal(),
+    };
+    if let Err(err) = gwctl::telemetry::init_logging(&cli.log_level, json) {
+        eprintln!("error: {err:#}");
+        return ExitCode::from(2);
+    }
+    let outcome = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Health(args) => health::run(&args),
+        Command::Migrate(_)
+        | Command::Setup(_)
+        | Command::Register(_)
+        | Command::Clean(_)
+        | Command::Up(_) => Err(anyhow::anyhow!("not implemented yet")),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(err) => {
+            // One line per cause, `error: ...` first.
+            let mut chain = err.chain();
+            if let Some(first) = chain.next() {
+                eprintln!("error: {first}");
+            }
+            for cause in chain {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A current-thread runtime for the short-lived subcommands.
+fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}

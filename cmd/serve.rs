@@ -1,0 +1,31 @@
+//! `gwctl serve`: turn flags into [`gwctl::serve::ServeOptions`] and run the gateway.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::cli::ServeArgs;
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let options = gwctl::serve::ServeOptions {
+        config: args.config,
+        database_url: args.database_url,
+        proxy_listen: args.proxy_listen,
+        proxy_tls_listen: args.proxy_tls_listen,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        admin_listen: args.admin_listen,
+        status_listen: args.status_listen,
+        admin_token: args.admin_token,
+        drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
+        trusted_ips: args.trusted_ips,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("gwctl-worker");
+    if let Some(n) = args.workers {
+        builder.worker_threads(n.max(1));
+    }
+    let rt = builder.build().context("starting the runtime")?;
+    rt.block_on(gwctl::serve::run(options))?;
+    Ok(ExitCode::SUCCESS)
+}
