@@ -1,14 +1,48 @@
-//! `gwctl serve`: bind listeners, load configuration, run until SIGTERM/SIGINT, drain.
+//! `gwctl serve`: load the configuration, bind the listeners, serve until SIGTERM/SIGINT, drain.
+//!
+//! Start-up order: compile the configuration (a bad file refuses to start), bind every listener
+//! (port 0 picks a free port), log one `listening proxy=.. admin=.. status=..` line, serve. On a
+//! signal the listeners close at once (new connections are refused), in-flight requests finish
+//! within the drain timeout, and the process exits 0.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::balancer::BalancerRegistry;
+use crate::proxy::{ConnInfo, Proxy, Stats};
+use crate::snapshot::SnapshotStore;
+use crate::status::StatusState;
+
+/// The declarative configuration used when `--config` is not given (DB-less).
+pub const DEFAULT_CONFIG: &str = include_str!("../compose/gateway.yml");
+
+/// Largest request head (request line + headers) accepted; larger ones get 431.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Time a client has to send a complete request head (and idle keep-alive bound).
+const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Options for [`run`], built by the CLI from flags and environment.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Declarative file loaded at start.
+    /// Declarative file loaded at start (the embedded default when `None`).
     pub config: Option<PathBuf>,
-    /// Postgres URL (not supported yet).
+    /// Postgres URL (Postgres mode is not built yet).
     pub database_url: Option<String>,
     /// Proxy listen addresses.
     pub proxy_listen: Vec<String>,
@@ -26,11 +60,374 @@ pub struct ServeOptions {
     pub admin_token: Option<String>,
     /// Graceful shutdown bound.
     pub drain_timeout: Duration,
-    /// Peers whose forwarding headers are trusted.
+    /// Peers whose forwarding headers are trusted (IPs or CIDRs).
     pub trusted_ips: Vec<String>,
 }
 
-/// Run the gateway until a shutdown signal.
-pub async fn run(_options: ServeOptions) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+/// Bound addresses, reported once every listener is up.
+#[derive(Debug, Clone, Default)]
+pub struct Bound {
+    /// Proxy listeners.
+    pub proxy: Vec<SocketAddr>,
+    /// TLS proxy listeners.
+    pub proxy_tls: Vec<SocketAddr>,
+    /// Admin listener.
+    pub admin: Option<SocketAddr>,
+    /// Status listener.
+    pub status: Option<SocketAddr>,
+}
+
+/// Run the gateway until SIGTERM or SIGINT.
+pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = tx.send(true);
+    });
+    run_until(options, rx, |_| {}).await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutting down"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Run the gateway until `shutdown` turns true. `on_bound` sees the bound addresses (tests use it
+/// to run the gateway in-process).
+pub async fn run_until(
+    options: ServeOptions,
+    mut shutdown: watch::Receiver<bool>,
+    on_bound: impl FnOnce(&Bound),
+) -> anyhow::Result<()> {
+    if options.database_url.is_some() {
+        bail!("Postgres mode is not implemented yet; run without --database-url (DB-less)");
+    }
+    let (text, source) = match &options.config {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading configuration {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (DEFAULT_CONFIG.to_owned(), "embedded default".to_owned()),
+    };
+    let config = crate::declarative::parse(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid declarative configuration in {source}:\n  {}",
+            e.lines().join("\n  ")
+        )
+    })?;
+    let trusted = parse_trusted(&options.trusted_ips)?;
+
+    let balancers = BalancerRegistry::new();
+    let store = Arc::new(SnapshotStore::new(balancers).context("initialising the router")?);
+    store
+        .publish(config, crate::declarative::config_hash(&text))
+        .await
+        .with_context(|| format!("compiling configuration from {source}"))?;
+
+    let stats = Arc::new(Stats::default());
+    let proxy = Proxy::new(Arc::clone(&store), Arc::clone(&stats), trusted);
+    let proxy_up = Arc::new(AtomicBool::new(false));
+    let status_state = StatusState {
+        store: Arc::clone(&store),
+        stats: Arc::clone(&stats),
+        proxy_up: Arc::clone(&proxy_up),
+        node_id: uuid::Uuid::new_v4(),
+        database: false,
+    };
+
+    // Bind everything before serving anything.
+    let mut bound = Bound::default();
+    let mut proxy_listeners = Vec::new();
+    for addr in &options.proxy_listen {
+        let l = bind(addr).await?;
+        bound.proxy.push(l.local_addr()?);
+        proxy_listeners.push(l);
+    }
+    let mut tls_listeners = Vec::new();
+    if !options.proxy_tls_listen.is_empty() {
+        let (Some(cert), Some(key)) = (&options.tls_cert, &options.tls_key) else {
+            bail!("--proxy-tls-listen needs --tls-cert and --tls-key");
+        };
+        let config = crate::proxy::tls::server_config(cert, key).map_err(anyhow::Error::msg)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        for addr in &options.proxy_tls_listen {
+            let l = bind(addr).await?;
+            bound.proxy_tls.push(l.local_addr()?);
+            tls_listeners.push((l, acceptor.clone()));
+        }
+    }
+    let admin_listener = match options.admin_listen.as_str() {
+        "off" => None,
+        addr => Some(bind(addr).await?),
+    };
+    bound.admin = admin_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+    let status_listener = match options.status_listen.as_str() {
+        "off" => None,
+        addr => Some(bind(addr).await?),
+    };
+    bound.status = status_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut accepts = JoinSet::new();
+    let mut tasks = JoinSet::new();
+    for listener in proxy_listeners {
+        accepts.spawn(accept_loop(
+            listener,
+            None,
+            Arc::clone(&proxy),
+            Arc::clone(&stats),
+            Arc::clone(&graceful),
+            shutdown.clone(),
+        ));
+    }
+    for (listener, acceptor) in tls_listeners {
+        accepts.spawn(accept_loop(
+            listener,
+            Some(acceptor),
+            Arc::clone(&proxy),
+            Arc::clone(&stats),
+            Arc::clone(&graceful),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(l) = admin_listener {
+        let app = crate::status::admin_router(status_state.clone());
+        tasks.spawn(serve_axum(l, app, shutdown.clone()));
+    }
+    if let Some(l) = status_listener {
+        let app = crate::status::router(status_state.clone());
+        tasks.spawn(serve_axum(l, app, shutdown.clone()));
+    }
+    let sweeper = {
+        let proxy = Arc::clone(&proxy);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                proxy.pool().sweep();
+            }
+        })
+    };
+    proxy_up.store(true, Ordering::Release);
+
+    let join = |addrs: &[SocketAddr]| {
+        addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    if !bound.proxy_tls.is_empty() {
+        tracing::info!(proxy_tls = %join(&bound.proxy_tls), "listening");
+    }
+    tracing::info!(
+        proxy = %join(&bound.proxy),
+        admin = %show(bound.admin),
+        status = %show(bound.status),
+        "listening"
+    );
+    on_bound(&bound);
+
+    stopped(&mut shutdown).await;
+    // Accept loops end on the same signal and drop their listeners: new connections are
+    // refused from here on.
+    proxy_up.store(false, Ordering::Release);
+    sweeper.abort();
+    // Accept loops end on the same signal and drop their listeners and their handles on the
+    // graceful-shutdown tracker; then wait for in-flight requests.
+    while accepts.join_next().await.is_some() {}
+    let drained = match Arc::try_unwrap(graceful) {
+        Ok(g) => tokio::time::timeout(options.drain_timeout, g.shutdown())
+            .await
+            .is_ok(),
+        Err(_) => false,
+    };
+    if !drained {
+        tracing::warn!(timeout = ?options.drain_timeout, "drain timeout reached; closing remaining connections");
+    }
+    tasks.abort_all();
+    store.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    let sock: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("invalid listen address '{addr}' (expected IP:PORT)"))?;
+    TcpListener::bind(sock)
+        .await
+        .with_context(|| format!("binding {sock}"))
+}
+
+fn parse_trusted(list: &[String]) -> anyhow::Result<Vec<IpNet>> {
+    list.iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .with_context(|| format!("invalid trusted IP or CIDR '{s}'"))
+        })
+        .collect()
+}
+
+async fn serve_axum(listener: TcpListener, app: axum::Router, mut shutdown: watch::Receiver<bool>) {
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            stopped(&mut shutdown).await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "listener failed");
+    }
+}
+
+fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(CLIENT_HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .keep_alive_interval(Some(Duration::from_secs(60)));
+    builder
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    proxy: Arc<Proxy>,
+    stats: Arc<Stats>,
+    graceful: Arc<GracefulShutdown>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(http_builder());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Typically EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut shutdown) => break,
+        };
+        stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
+        let conn = ConnInfo {
+            peer,
+            local,
+            tls: tls.is_some(),
+        };
+        let proxy = Arc::clone(&proxy);
+        let stats = Arc::clone(&stats);
+        let builder = Arc::clone(&builder);
+        match &tls {
+            None => {
+                let watched = serve_connection(
+                    &builder,
+                    TokioIo::new(stream),
+                    proxy,
+                    conn,
+                    graceful.watcher(),
+                );
+                tokio::spawn(counted(stats, watched));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let tls_stream =
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let watched =
+                        serve_connection(&builder, TokioIo::new(tls_stream), proxy, conn, watcher);
+                    counted(stats, watched).await;
+                });
+            }
+        }
+    }
+}
+
+fn serve_connection<IO>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: TokioIo<IO>,
+    proxy: Arc<Proxy>,
+    conn: ConnInfo,
+    watcher: Watcher,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let proxy = Arc::clone(&proxy);
+        async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) }
+    });
+    let connection = builder
+        .serve_connection_with_upgrades(io, service)
+        .into_owned();
+    let watched = watcher.watch(connection);
+    async move {
+        if let Err(e) = watched.await {
+            tracing::debug!(peer = %conn.peer, error = %e, "client connection ended with an error");
+        }
+    }
+}
+
+async fn counted(stats: Arc<Stats>, fut: impl std::future::Future<Output = ()>) {
+    stats.connections_handled.fetch_add(1, Ordering::Relaxed);
+    stats.connections_active.fetch_add(1, Ordering::Relaxed);
+    fut.await;
+    stats.connections_active.fetch_sub(1, Ordering::Relaxed);
 }

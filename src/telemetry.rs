@@ -30,6 +30,7 @@ pub fn init_logging(filter: &str, json: bool) -> Result<(), TelemetryError> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
         .with_writer(std::io::stdout)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_target(false);
     // A second initialisation (tests) is harmless; ignore the refusal.
     if json {

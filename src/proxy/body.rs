@@ -1,0 +1,223 @@
+//! Body types of the data plane. Bodies stream in both directions; nothing here buffers.
+//!
+//! - [`UpstreamReqBody`]: the client's body on its way upstream; signals when it has been sent
+//!   completely, which is when the upstream read timeout starts (nginx's `proxy_read_timeout`).
+//! - [`UpstreamBody`]: the upstream's response body on its way to the client; enforces the read
+//!   timeout between chunks and returns the connection to the pool once read to the end.
+//! - [`ProxyBody`]: what the client receives: a gateway-made body or an upstream one.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+use tokio::time::Sleep;
+
+use super::pool::{Pool, PoolKey, Sender};
+
+/// Errors a [`ProxyBody`] may yield.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request body sent upstream.
+pub enum UpstreamReqBody {
+    /// No body.
+    Empty,
+    /// The client's streamed body; `done` fires when its last frame was handed to the upstream.
+    Stream {
+        /// Client body.
+        inner: Incoming,
+        /// Fired at the end of the body (or when the body is dropped).
+        done: Option<oneshot::Sender<()>>,
+    },
+}
+
+impl Body for UpstreamReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Empty => Poll::Ready(None),
+            Self::Stream { inner, done } => {
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                let finished = match &polled {
+                    Poll::Ready(None) | Poll::Ready(Some(Err(_))) => true,
+                    Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
+                    Poll::Pending => false,
+                };
+                if finished && let Some(tx) = done.take() {
+                    let _ = tx.send(());
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Stream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::Stream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+/// Where a connection returns once its response was read to the end.
+pub struct Checkin {
+    /// The pool.
+    pub pool: Arc<Pool>,
+    /// The connection's key.
+    pub key: PoolKey,
+    /// The connection.
+    pub sender: Sender,
+}
+
+/// A response body streamed from the upstream.
+pub struct UpstreamBody {
+    inner: Incoming,
+    read_timeout: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    checkin: Option<Checkin>,
+}
+
+impl UpstreamBody {
+    /// Wrap an upstream body. `checkin` is `None` for connections that must not be reused.
+    pub fn new(inner: Incoming, read_timeout: Duration, checkin: Option<Checkin>) -> Self {
+        let mut body = Self {
+            inner,
+            read_timeout,
+            timer: None,
+            checkin,
+        };
+        if body.inner.is_end_stream() {
+            body.finish();
+        }
+        body
+    }
+
+    fn finish(&mut self) {
+        if let Some(c) = self.checkin.take() {
+            c.pool.checkin(c.key, c.sender);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.timer = None;
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The connection is broken: never reuse it.
+                this.checkin = None;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                this.timer = None;
+                this.finish();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let timeout = this.read_timeout;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.checkin = None;
+                    this.timer = None;
+                    return Poll::Ready(Some(Err("upstream read timed out".into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+use std::future::Future;
+
+/// The body of a response to the client.
+pub enum ProxyBody {
+    /// A body made by the gateway (error bodies, status API); `None` once sent.
+    Full(Option<Bytes>),
+    /// A streamed upstream body.
+    Upstream(Box<UpstreamBody>),
+}
+
+impl ProxyBody {
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::Full(None)
+    }
+
+    /// A complete body.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        if bytes.is_empty() {
+            Self::Full(None)
+        } else {
+            Self::Full(Some(bytes))
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Upstream(body) => Pin::new(body.as_mut()).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(b) => b.is_none(),
+            Self::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Upstream(body) => body.size_hint(),
+        }
+    }
+}

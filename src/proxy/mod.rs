@@ -1,0 +1,891 @@
+//! The data plane: normalize -> route -> (plugins) -> balance -> forward with retries -> respond.
+//!
+//! One [`Proxy`] serves every proxy listener. Per request it takes the current
+//! [`Snapshot`](crate::snapshot::Snapshot) once, matches a route, builds the upstream request with
+//! Kong's headers, picks a peer (balancer or DNS), sends over a pooled keep-alive connection, and
+//! streams the response back. Retries go to the next peer on connection errors and connect
+//! timeouts, i.e. only while no byte of the request was sent. Errors end in Kong's exact bodies
+//! built by [`respond`].
+
+pub mod body;
+pub mod pool;
+pub mod respond;
+pub mod tls;
+
+mod dns;
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use ipnet::IpNet;
+use tokio::sync::oneshot;
+
+use crate::balancer::{HashSource, Outcome, Peer};
+use crate::model::{HashOn, Protocol, Route};
+use crate::router::{RequestInfo, UriCaptures, normalize_path, upstream_path};
+use crate::snapshot::{ServiceRuntime, SnapshotStore};
+
+use self::body::{Checkin, ProxyBody, UpstreamBody, UpstreamReqBody};
+use self::pool::{ConnectError, Pool, PoolKey, Sender};
+use self::respond::{GatewayError, SERVER_HEADER};
+
+/// `Via` value appended to requests and responses (Kong 3.8+ format).
+static VIA_11: HeaderValue = HeaderValue::from_static("1.1 kong/3.9.0");
+static VIA_2: HeaderValue = HeaderValue::from_static("2 kong/3.9.0");
+static X_KONG_REQUEST_ID: HeaderName = HeaderName::from_static("x-kong-request-id");
+static X_KONG_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
+static X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
+static X_KONG_RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-kong-response-latency");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Counters behind `/status` (`server` section).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Requests received on proxy listeners.
+    pub total_requests: AtomicU64,
+    /// Connections accepted.
+    pub connections_accepted: AtomicU64,
+    /// Connections handled (accepted and served; TLS handshake passed).
+    pub connections_handled: AtomicU64,
+    /// Open client connections.
+    pub connections_active: AtomicI64,
+    /// Requests being processed (Kong's `connections_writing`).
+    pub requests_in_flight: AtomicI64,
+}
+
+/// What the proxy knows about a client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The local address the connection arrived on.
+    pub local: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// The proxy: shared by every proxy connection.
+pub struct Proxy {
+    store: Arc<SnapshotStore>,
+    pool: Arc<Pool>,
+    dns: dns::Resolver,
+    stats: Arc<Stats>,
+    trusted: Vec<IpNet>,
+}
+
+/// A failed upstream attempt.
+struct AttemptError {
+    error: GatewayError,
+    /// The request came back unsent: another attempt may reuse it.
+    unsent: Option<Request<UpstreamReqBody>>,
+    /// Passive health outcome to report for the peer.
+    outcome: Outcome,
+    detail: String,
+}
+
+impl Proxy {
+    /// A proxy over `store`. `trusted` peers may set X-Forwarded-* and X-Real-IP.
+    pub fn new(store: Arc<SnapshotStore>, stats: Arc<Stats>, trusted: Vec<IpNet>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            pool: Pool::new(),
+            dns: dns::Resolver::default(),
+            stats,
+            trusted,
+        })
+    }
+
+    /// The upstream connection pool (for periodic sweeping and tests).
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Handle one client request. Never fails: errors become Kong's error responses.
+    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+        let start = Instant::now();
+        self.stats.total_requests.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .requests_in_flight
+            .fetch_add(1, Ordering::Relaxed);
+        let request_id = new_request_id();
+        let accept = req.headers().get(header::ACCEPT).cloned();
+        let mut resp = match self.proxy(req, conn, &request_id, start).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                let mut resp = respond::error(err, &request_id, accept.as_ref());
+                resp.headers_mut()
+                    .insert(X_KONG_RESPONSE_LATENCY.clone(), millis(start.elapsed()));
+                resp
+            }
+        };
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert(X_KONG_REQUEST_ID.clone(), v);
+        }
+        self.stats
+            .requests_in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+        resp
+    }
+
+    async fn proxy(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        request_id: &str,
+        start: Instant,
+    ) -> Result<Response<ProxyBody>, GatewayError> {
+        let snapshot = self.store.load();
+        let (mut parts, body) = req.into_parts();
+
+        let path = normalize_path(parts.uri.path()).map_err(|_| GatewayError::BAD_REQUEST)?;
+        let path: String = path.into_owned();
+        let host = request_host(&parts).map(str::to_owned);
+        let found = {
+            let info = RequestInfo {
+                method: parts.method.as_str(),
+                host: host.as_deref().unwrap_or(""),
+                port: conn.local.port(),
+                path: &path,
+                headers: &parts.headers,
+            };
+            let m = snapshot.router.find(&info).ok_or(GatewayError::NO_ROUTE)?;
+            (Arc::clone(m.route), m.matched_len, m.captures)
+        };
+        let (route, matched_len, captures) = found;
+
+        if !conn.tls
+            && !route.protocols.contains(&Protocol::Http)
+            && route.protocols.contains(&Protocol::Https)
+        {
+            return Ok(https_required(&route, host.as_deref(), &parts.uri));
+        }
+
+        let service = route
+            .service
+            .and_then(|fk| snapshot.services.get(&fk.id))
+            .cloned()
+            .ok_or(GatewayError::NO_SERVICE)?;
+
+        // Client address: the peer, or X-Real-IP from a trusted peer.
+        let trusted = self.is_trusted(conn.peer.ip());
+        let client_ip = if trusted {
+            parts
+                .headers
+                .get(&X_REAL_IP)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<IpAddr>().ok())
+                .unwrap_or(conn.peer.ip())
+        } else {
+            conn.peer.ip()
+        };
+
+        let upgrade = is_upgrade(&parts);
+        let client_upgrade = if upgrade {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
+
+        // The upstream request: path, headers.
+        let mut target_path = upstream_path(
+            service.service.path.as_deref(),
+            &path,
+            matched_len,
+            route.strip_path,
+        );
+        if let Some(q) = parts.uri.query() {
+            target_path.push('?');
+            target_path.push_str(q);
+        } else if parts.uri.to_string().ends_with('?') {
+            target_path.push('?');
+        }
+        let uri: Uri = target_path.parse().map_err(|_| GatewayError::BAD_REQUEST)?;
+
+        let original_host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()));
+        let stripped =
+            (route.strip_path && matched_len > 0).then(|| path[..matched_len].to_owned());
+        let mut headers = std::mem::take(&mut parts.headers);
+        strip_hop_by_hop(&mut headers, upgrade);
+        self.forwarding_headers(
+            &mut headers,
+            &conn,
+            trusted,
+            client_ip,
+            host.as_deref(),
+            parts.uri.path(),
+            stripped.as_deref(),
+            parts.version,
+        );
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            headers.insert(X_KONG_REQUEST_ID.clone(), v);
+        }
+        // The gateway answers `Expect: 100-continue` itself (hyper sends 100 when the body is
+        // first read), so the upstream must not wait for one.
+        headers.remove(header::EXPECT);
+
+        let has_body = !http_body::Body::is_end_stream(&body);
+        let (body, body_done) = if has_body {
+            let (tx, rx) = oneshot::channel();
+            (
+                UpstreamReqBody::Stream {
+                    inner: body,
+                    done: Some(tx),
+                },
+                Some(rx),
+            )
+        } else {
+            (UpstreamReqBody::Empty, None)
+        };
+
+        let mut upstream_req = Request::new(body);
+        *upstream_req.method_mut() = parts.method.clone();
+        *upstream_req.uri_mut() = uri;
+        *upstream_req.version_mut() = Version::HTTP_11;
+        *upstream_req.headers_mut() = headers;
+
+        let hash = RequestHash {
+            parts: &parts,
+            client_ip,
+            path: &path,
+            captures: &captures,
+        };
+        let proxy_latency_start = start;
+        let (resp, upstream_started, set_cookie) = self
+            .forward(
+                &service,
+                &route,
+                upstream_req,
+                body_done,
+                &hash,
+                original_host,
+                upgrade,
+            )
+            .await?;
+        let upstream_latency = upstream_started.elapsed();
+        let proxy_latency = upstream_started.saturating_duration_since(proxy_latency_start);
+
+        let (mut resp_parts, resp_body) = resp.into_parts();
+        let body = ProxyBody::Upstream(Box::new(resp_body));
+
+        if resp_parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            if let (Some(client), Some(up)) = (
+                client_upgrade,
+                resp_parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+            ) {
+                tokio::spawn(tunnel(client, up));
+            }
+        } else {
+            strip_hop_by_hop(&mut resp_parts.headers, false);
+        }
+        let h = &mut resp_parts.headers;
+        h.insert(X_KONG_UPSTREAM_LATENCY.clone(), millis(upstream_latency));
+        h.insert(X_KONG_PROXY_LATENCY.clone(), millis(proxy_latency));
+        append_via(h, &VIA_11);
+        if !h.contains_key(header::SERVER) {
+            h.insert(header::SERVER, SERVER_HEADER.clone());
+        }
+        if let Some((name, value, path)) = set_cookie
+            && let Ok(v) = HeaderValue::from_str(&format!("{name}={value}; Path={path}"))
+        {
+            h.append(header::SET_COOKIE, v);
+        }
+        resp_parts.version = Version::HTTP_11;
+        Ok(Response::from_parts(resp_parts, body))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forwarding_headers(
+        &self,
+        headers: &mut HeaderMap,
+        conn: &ConnInfo,
+        trusted: bool,
+        client_ip: IpAddr,
+        host: Option<&str>,
+        raw_path: &str,
+        stripped: Option<&str>,
+        version: Version,
+    ) {
+        // X-Forwarded-For: the client's list plus the peer.
+        let peer = conn.peer.ip().to_string();
+        let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {peer}"),
+            _ => peer,
+        };
+        set(headers, &X_FORWARDED_FOR, &xff);
+        let keep = |headers: &HeaderMap, name: &HeaderName| trusted && headers.contains_key(name);
+        if !keep(headers, &X_FORWARDED_PROTO) {
+            set(
+                headers,
+                &X_FORWARDED_PROTO,
+                if conn.tls { "https" } else { "http" },
+            );
+        }
+        if !keep(headers, &X_FORWARDED_HOST) {
+            let h = host.map(strip_port).unwrap_or("");
+            set(headers, &X_FORWARDED_HOST, h);
+        }
+        if !keep(headers, &X_FORWARDED_PORT) {
+            headers.insert(
+                X_FORWARDED_PORT.clone(),
+                HeaderValue::from(conn.local.port()),
+            );
+        }
+        if !keep(headers, &X_FORWARDED_PATH) {
+            set(headers, &X_FORWARDED_PATH, raw_path);
+        }
+        if !keep(headers, &X_FORWARDED_PREFIX) {
+            match stripped {
+                Some(prefix) => set(headers, &X_FORWARDED_PREFIX, prefix),
+                None => {
+                    headers.remove(&X_FORWARDED_PREFIX);
+                }
+            }
+        }
+        set(headers, &X_REAL_IP, &client_ip.to_string());
+        let via = if version == Version::HTTP_2 {
+            &VIA_2
+        } else {
+            &VIA_11
+        };
+        append_via(headers, via);
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        !self.trusted.is_empty() && self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Pick peers and send, retrying on failures that happened before the request was sent.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        service: &ServiceRuntime,
+        route: &Route,
+        mut req: Request<UpstreamReqBody>,
+        mut body_done: Option<oneshot::Receiver<()>>,
+        hash: &RequestHash<'_>,
+        original_host: Option<HeaderValue>,
+        upgrade: bool,
+    ) -> Result<
+        (
+            Response<UpstreamBody>,
+            Instant,
+            Option<(String, String, String)>,
+        ),
+        GatewayError,
+    > {
+        let svc = &service.service;
+        let attempts = svc.retries.saturating_add(1);
+        let connect_timeout = Duration::from_millis(svc.connect_timeout);
+        let write_timeout = Duration::from_millis(svc.write_timeout);
+        let read_timeout = Duration::from_millis(svc.read_timeout);
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut last = GatewayError::BAD_GATEWAY;
+        for attempt in 0..attempts {
+            let (peer, set_cookie) = match &service.balancer {
+                Some(balancer) => {
+                    let pick = balancer.pick(hash, &tried).ok_or(GatewayError::NO_PEER)?;
+                    (Some(pick.peer), pick.set_cookie)
+                }
+                None => (None, None),
+            };
+            let (addr, peer_host, peer_port): (SocketAddr, Cow<'_, str>, u16) = match &peer {
+                Some(p) => (p.addr, Cow::Owned(p.host.to_string()), p.port),
+                None => {
+                    let addr = self
+                        .dns
+                        .resolve(&svc.host, svc.port, &tried)
+                        .await
+                        .map_err(|_| GatewayError::NAME_RESOLUTION)?;
+                    (addr, Cow::Borrowed(svc.host.as_str()), svc.port)
+                }
+            };
+            tried.push(addr);
+            // Host header: the client's (preserve_host), the upstream's host_header, or the
+            // target's name with a non-default port.
+            let host_value = if route.preserve_host {
+                original_host.clone()
+            } else {
+                let upstream_host = service
+                    .balancer
+                    .as_ref()
+                    .and_then(|b| b.upstream().host_header.clone());
+                let h = upstream_host
+                    .unwrap_or_else(|| host_with_port(&peer_host, peer_port, svc.protocol));
+                HeaderValue::from_str(&h).ok()
+            };
+            match host_value {
+                Some(v) => req.headers_mut().insert(header::HOST, v),
+                None => req.headers_mut().remove(header::HOST),
+            };
+
+            let started = Instant::now();
+            let sni = if route.preserve_host {
+                original_host
+                    .as_ref()
+                    .and_then(|h| h.to_str().ok())
+                    .map(strip_port)
+                    .unwrap_or(&peer_host)
+                    .to_owned()
+            } else {
+                strip_port(&peer_host).to_owned()
+            };
+            let result = self
+                .attempt(
+                    service,
+                    addr,
+                    &sni,
+                    req,
+                    &mut body_done,
+                    upgrade,
+                    connect_timeout,
+                    write_timeout,
+                    read_timeout,
+                )
+                .await;
+            match result {
+                Ok(resp) => {
+                    if let (Some(b), Some(p)) = (&service.balancer, &peer) {
+                        b.report(p, Outcome::Status(resp.status().as_u16()));
+                    }
+                    return Ok((resp, started, set_cookie));
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        %addr, attempt, error = %e.detail, "upstream attempt failed"
+                    );
+                    if let (Some(b), Some(p)) = (&service.balancer, &peer) {
+                        report_failure(b, p, &e.outcome);
+                    }
+                    last = e.error;
+                    match e.unsent {
+                        Some(r) => req = r,
+                        None => {
+                            tracing::warn!(%addr, error = %e.detail, "upstream request failed");
+                            return Err(e.error);
+                        }
+                    }
+                }
+            }
+        }
+        tracing::warn!(service = %svc.id, tries = tried.len(), "upstream unreachable after retries");
+        Err(last)
+    }
+
+    /// One attempt against one address. A stale pooled connection is replaced by a fresh one
+    /// without spending an attempt.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        service: &ServiceRuntime,
+        addr: SocketAddr,
+        sni: &str,
+        mut req: Request<UpstreamReqBody>,
+        body_done: &mut Option<oneshot::Receiver<()>>,
+        upgrade: bool,
+        connect_timeout: Duration,
+        write_timeout: Duration,
+        read_timeout: Duration,
+    ) -> Result<Response<UpstreamBody>, AttemptError> {
+        let tls = service.tls.as_deref();
+        let key = PoolKey {
+            addr,
+            tls: tls.map(|t| (Arc::from(sni), Arc::as_ptr(&t.config) as usize)),
+        };
+        let mut pooled = if upgrade {
+            None
+        } else {
+            self.pool.checkout(&key)
+        };
+        loop {
+            let from_pool = pooled.is_some();
+            let mut sender: Sender = match pooled.take() {
+                Some(s) => s,
+                None => {
+                    match pool::connect(addr, tls.map(|t| (t, sni)), connect_timeout, write_timeout)
+                        .await
+                    {
+                        Ok(s) => s,
+                        Err(e) => return Err(connect_failure(e, req)),
+                    }
+                }
+            };
+            // A keep-alive connection may have been closed by the upstream just as we reused
+            // it; a bodiless request is then replayed on a fresh connection.
+            let replay = (from_pool && matches!(req.body(), UpstreamReqBody::Empty))
+                .then(|| clone_bodiless(&req));
+            let sent =
+                head_with_timeout(sender.try_send_request(req), body_done, read_timeout).await;
+            let resp = match sent {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(mut e)) => {
+                    let unsent = e.take_message();
+                    let detail = e.into_error().to_string();
+                    match (unsent, replay) {
+                        (Some(back), _) if from_pool => {
+                            req = back;
+                            continue;
+                        }
+                        (None, Some(again)) => {
+                            req = again;
+                            continue;
+                        }
+                        (unsent, _) => {
+                            return Err(AttemptError {
+                                error: GatewayError::BAD_GATEWAY,
+                                unsent,
+                                outcome: Outcome::TcpFailure,
+                                detail,
+                            });
+                        }
+                    }
+                }
+                Err(_) => {
+                    return Err(AttemptError {
+                        error: GatewayError::TIMEOUT,
+                        unsent: None,
+                        outcome: Outcome::Timeout,
+                        detail: format!("no response from {addr} within {read_timeout:?}"),
+                    });
+                }
+            };
+            let checkin = (!upgrade).then(|| Checkin {
+                pool: Arc::clone(&self.pool),
+                key: key.clone(),
+                sender,
+            });
+            let (parts, body) = resp.into_parts();
+            return Ok(Response::from_parts(
+                parts,
+                UpstreamBody::new(body, read_timeout, checkin),
+            ));
+        }
+    }
+}
+
+/// Wait for the response head; the read timeout starts once the request body was sent.
+async fn head_with_timeout<F: std::future::Future>(
+    fut: F,
+    body_done: &mut Option<oneshot::Receiver<()>>,
+    read_timeout: Duration,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::pin!(fut);
+    if let Some(rx) = body_done.as_mut() {
+        tokio::select! {
+            biased;
+            out = &mut fut => return Ok(out),
+            _ = rx => {}
+        }
+        *body_done = None;
+    }
+    tokio::time::timeout(read_timeout, fut).await
+}
+
+fn clone_bodiless(req: &Request<UpstreamReqBody>) -> Request<UpstreamReqBody> {
+    let mut r = Request::new(UpstreamReqBody::Empty);
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.version_mut() = req.version();
+    *r.headers_mut() = req.headers().clone();
+    r
+}
+
+fn connect_failure(e: ConnectError, req: Request<UpstreamReqBody>) -> AttemptError {
+    let (error, outcome) = match e {
+        ConnectError::Timeout(_) => (GatewayError::TIMEOUT, Outcome::Timeout),
+        _ => (GatewayError::BAD_GATEWAY, Outcome::TcpFailure),
+    };
+    AttemptError {
+        error,
+        unsent: Some(req),
+        outcome,
+        detail: e.to_string(),
+    }
+}
+
+fn report_failure(balancer: &crate::balancer::Balancer, peer: &Peer, outcome: &Outcome) {
+    let outcome = match outcome {
+        Outcome::Status(s) => Outcome::Status(*s),
+        Outcome::TcpFailure => Outcome::TcpFailure,
+        Outcome::Timeout => Outcome::Timeout,
+    };
+    balancer.report(peer, outcome);
+}
+
+/// 426 (or a redirect) for plain-HTTP requests on an https-only route.
+fn https_required(route: &Route, host: Option<&str>, uri: &Uri) -> Response<ProxyBody> {
+    let code = route.https_redirect_status_code;
+    if code == 426 {
+        let mut resp = respond::message(StatusCode::UPGRADE_REQUIRED, "Please use HTTPS protocol");
+        let h = resp.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(
+            header::UPGRADE,
+            HeaderValue::from_static("TLS/1.2, HTTP/1.1"),
+        );
+        return resp;
+    }
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{}{}", host.map(strip_port).unwrap_or(""), path);
+    let mut resp = respond::message(status, "Moved Permanently");
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// The request's host: the Host header (HTTP/1) or the URI authority (HTTP/2).
+fn request_host(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+}
+
+/// `host:port` -> `host`, aware of bracketed IPv6.
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+fn host_with_port(host: &str, port: u16, protocol: Protocol) -> String {
+    let default = match protocol {
+        Protocol::Https | Protocol::Grpcs => 443,
+        _ => 80,
+    };
+    let bracketed = host.contains(':') && !host.starts_with('[');
+    match (port == default, bracketed) {
+        (true, false) => host.to_owned(),
+        (true, true) => format!("[{host}]"),
+        (false, false) => format!("{host}:{port}"),
+        (false, true) => format!("[{host}]:{port}"),
+    }
+}
+
+/// Whether the request asks for a protocol upgrade (WebSocket).
+fn is_upgrade(parts: &Parts) -> bool {
+    parts.version == Version::HTTP_11
+        && parts.headers.contains_key(header::UPGRADE)
+        && parts
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1) and those the Connection header names. For an
+/// upgrade, `Upgrade` and `Connection: upgrade` are kept.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(upgrade && n == header::UPGRADE))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TE);
+    headers.remove(header::TRAILER);
+    headers.remove(header::TRANSFER_ENCODING);
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
+    match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => {
+            let joined = format!("{prev}, {}", via.to_str().unwrap_or_default());
+            set(headers, &header::VIA, &joined);
+        }
+        _ => {
+            headers.insert(header::VIA, via.clone());
+        }
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name.clone(), v);
+    }
+}
+
+fn millis(d: Duration) -> HeaderValue {
+    HeaderValue::from(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Kong's request id: 32 hex characters.
+fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Bridge an upgraded client connection and an upgraded upstream connection.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
+    }
+}
+
+/// Consistent-hashing inputs taken lazily from the request.
+struct RequestHash<'a> {
+    parts: &'a Parts,
+    client_ip: IpAddr,
+    path: &'a str,
+    captures: &'a UriCaptures,
+}
+
+impl HashSource for RequestHash<'_> {
+    fn value(&self, on: HashOn, name: Option<&str>) -> Option<Cow<'_, str>> {
+        match on {
+            HashOn::None | HashOn::Consumer => None,
+            HashOn::Ip => Some(Cow::Owned(self.client_ip.to_string())),
+            HashOn::Path => Some(Cow::Borrowed(self.path)),
+            HashOn::Header => {
+                let name = name?;
+                let values: Vec<&str> = self
+                    .parts
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                match values.len() {
+                    0 => None,
+                    1 => Some(Cow::Borrowed(values[0])),
+                    _ => Some(Cow::Owned(values.join(","))),
+                }
+            }
+            HashOn::Cookie => {
+                let name = name?;
+                self.parts
+                    .headers
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(';'))
+                    .filter_map(|kv| kv.trim().split_once('='))
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| Cow::Borrowed(v))
+            }
+            HashOn::QueryArg => {
+                let name = name?;
+                self.parts
+                    .uri
+                    .query()?
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| Cow::Borrowed(v))
+            }
+            HashOn::UriCapture => {
+                let name = name?;
+                self.captures
+                    .named
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| Cow::Borrowed(v.as_str()))
+                    .or_else(|| {
+                        let i: usize = name.parse().ok()?;
+                        self.captures
+                            .positional
+                            .get(i)?
+                            .as_deref()
+                            .map(Cow::Borrowed)
+                    })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(strip_port("a.com:8000"), "a.com");
+        assert_eq!(strip_port("a.com"), "a.com");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("::1"), "::1");
+    }
+
+    #[test]
+    fn host_header_omits_default_ports() {
+        assert_eq!(host_with_port("a", 80, Protocol::Http), "a");
+        assert_eq!(host_with_port("a", 8080, Protocol::Http), "a:8080");
+        assert_eq!(host_with_port("a", 443, Protocol::Https), "a");
+        assert_eq!(host_with_port("::1", 81, Protocol::Http), "[::1]:81");
+    }
+
+    #[test]
+    fn hop_by_hop_removed_and_connection_listed_too() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn request_ids_are_32_hex() {
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+}
