@@ -209,6 +209,9 @@ struct Raw {
     /// Index (into the raw list) of the entity it is nested under.
     parent: Option<usize>,
     id: Option<Uuid>,
+    /// Whether the file gave the id (generated ids are not reported as primary-key duplicates:
+    /// the natural key they derive from is).
+    explicit_id: bool,
 }
 
 fn children(kind: EntityKind) -> &'static [(&'static str, EntityKind)] {
@@ -282,7 +285,7 @@ fn collect(
         }
     }
     let me = out.len();
-    out.push(Raw { kind, path: path.clone(), obj, parent, id: None });
+    out.push(Raw { kind, path: path.clone(), obj, parent, id: None, explicit_id: false });
     for (name, child_kind, v) in nested {
         let cpath = with(&path, PathSeg::Key(name.to_owned()));
         match v {
@@ -388,7 +391,8 @@ fn assign_id(raws: &mut [Raw], i: usize, index: &mut Index) {
         let name = id_name(&raws[i]);
         Uuid::new_v5(&namespace(raws[i].kind), name.as_bytes())
     });
-    if !raws[i].obj.contains_key("id") {
+    raws[i].explicit_id = raws[i].obj.contains_key("id");
+    if !raws[i].explicit_id {
         raws[i].obj.insert("id".to_owned(), Value::String(id.to_string()));
     }
     raws[i].id = Some(id);
@@ -430,7 +434,8 @@ fn resolve_refs(raws: &mut [Raw], i: usize, index: &Index, errs: &mut FieldError
                         target.name()
                     )),
                 );
-                raws[i].obj.remove(*field);
+                // Keep a well-formed placeholder so the schema does not report the field again.
+                raws[i].obj.insert((*field).to_owned(), json!({ "id": Uuid::nil().to_string() }));
             }
         }
     }
@@ -520,6 +525,9 @@ pub fn from_value(doc: &Value, plugins: &dyn PluginSchemas, now_ms: i64) -> Resu
     for (i, v) in &validated {
         let kind = raws[*i].kind;
         for (what, value) in unique_keys(v) {
+            if what == "primary key" && !raws[*i].explicit_id {
+                continue;
+            }
             if seen.insert((kind, what.clone(), value.clone()), ()).is_some() {
                 errs.insert_at(
                     &raws[*i].path,
@@ -528,6 +536,7 @@ pub fn from_value(doc: &Value, plugins: &dyn PluginSchemas, now_ms: i64) -> Resu
                         kind.name()
                     )),
                 );
+                break;
             }
         }
     }
@@ -624,4 +633,342 @@ fn unique_keys(v: &Validated) -> Vec<(String, String)> {
         }
     }
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn ok(text: &str) -> Config {
+        parse_with(text, &NoPlugins, NOW).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn err(text: &str) -> DeclarativeError {
+        match parse_with(text, &NoPlugins, NOW) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => e,
+        }
+    }
+
+    const EXAMPLE_NO_PLUGINS: &str = r#"
+_format_version: "3.0"
+_transform: true
+services:
+  - name: orders
+    url: http://orders.internal:8080/api
+    routes:
+      - name: orders-r
+        paths: ["/orders"]
+upstreams:
+  - name: orders.internal
+    healthchecks: { active: { healthy: { interval: 5, successes: 1 }, unhealthy: { interval: 5, http_failures: 2 } } }
+    targets:
+      - target: 10.0.0.11:8080
+        weight: 100
+consumers:
+  - username: alice
+    custom_id: "42"
+    keyauth_credentials:
+      - key: alice-key
+    jwt_secrets:
+      - key: alice-iss
+        algorithm: HS256
+        secret: s3cr3t
+"#;
+
+    #[test]
+    fn kong_example_without_plugins() {
+        let c = ok(EXAMPLE_NO_PLUGINS);
+        assert_eq!(c.services.len(), 1);
+        let s = &c.services[0];
+        assert_eq!((s.host.as_str(), s.port, s.path.as_deref()), ("orders.internal", 8080, Some("/api")));
+        assert_eq!(c.routes[0].service.map(|f| f.id), Some(s.id));
+        let u = &c.upstreams[0];
+        assert!((u.healthchecks.active.healthy.interval - 5.0).abs() < f64::EPSILON);
+        assert_eq!(u.healthchecks.active.unhealthy.http_failures, 2);
+        assert_eq!(u.healthchecks.active.unhealthy.tcp_failures, 0);
+        assert_eq!(c.targets[0].upstream.id, u.id);
+        assert_eq!(c.targets[0].target, "10.0.0.11:8080");
+        let alice = &c.consumers[0];
+        assert_eq!(c.keyauth_credentials[0].consumer.id, alice.id);
+        assert_eq!(c.keyauth_credentials[0].key, "alice-key");
+        assert_eq!(c.jwt_secrets[0].consumer.id, alice.id);
+        assert_eq!(c.jwt_secrets[0].secret.as_deref(), Some("s3cr3t"));
+        assert_eq!(s.created_at, 1_700_000_000);
+        // Deterministic ids.
+        let services_ns = Uuid::new_v5(&ID_NAMESPACE, b"services");
+        assert_eq!(s.id, Uuid::new_v5(&services_ns, b"orders"));
+        assert_eq!(s.id.get_version_num(), 5);
+        let again = ok(EXAMPLE_NO_PLUGINS);
+        assert_eq!(c, again);
+    }
+
+    const EXAMPLE_WITH_PLUGINS: &str = r#"
+_format_version: "3.0"
+services:
+  - name: orders
+    url: http://orders.internal:8080/api
+    routes:
+      - name: orders-r
+        paths: ["/orders"]
+        plugins:
+          - name: rate-limiting
+            config: { minute: 100, policy: local }
+    plugins:
+      - name: key-auth
+consumers:
+  - username: alice
+    plugins:
+      - name: rate-limiting
+        config: { second: 5 }
+plugins:
+  - name: prometheus
+  - name: cors
+    route: orders-r
+"#;
+
+    #[test]
+    fn kong_example_plugins_not_enabled() {
+        let e = err(EXAMPLE_WITH_PLUGINS);
+        let ne = |n: &str| format!("plugin '{n}' not enabled; add it to the 'plugins' configuration property");
+        assert_eq!(
+            e.lines(),
+            vec![
+                format!("consumers[0].plugins[0].name: {}", ne("rate-limiting")),
+                format!("plugins[0].name: {}", ne("prometheus")),
+                format!("plugins[1].name: {}", ne("cors")),
+                format!("services[0].plugins[0].name: {}", ne("key-auth")),
+                format!("services[0].routes[0].plugins[0].name: {}", ne("rate-limiting")),
+            ]
+        );
+        let body = e.to_kong_json();
+        assert_eq!(body["code"], 14);
+        assert_eq!(body["name"], "invalid declarative configuration");
+        assert_eq!(body["fields"]["plugins"][1]["name"], ne("cors"));
+        assert_eq!(body["fields"]["services"][0]["routes"][0]["plugins"][0]["name"], ne("rate-limiting"));
+        let msg = body["message"].as_str().unwrap();
+        assert!(msg.starts_with("declarative config is invalid: {consumers={{plugins={{name=\"plugin 'rate-limiting'"), "{msg}");
+    }
+
+    #[test]
+    fn every_nesting_form_and_references() {
+        let text = r#"
+_format_version: "3.0"
+_comment: top
+_info: { select_tags: [a] }
+_konnect: { control_plane_name: cp }
+_workspace: default
+services:
+  - name: orders
+    host: orders.internal
+    _comment: inline
+    routes:
+      - name: orders-r
+        paths: ["/orders"]
+        plugins: []
+  - id: 0b8a5b8e-1111-4a4a-8b8b-000000000001
+    name: billing
+    host: billing.internal
+routes:
+  - name: by-name
+    service: orders
+    paths: ["/by-name"]
+  - name: by-id
+    service: 0b8a5b8e-1111-4a4a-8b8b-000000000001
+    hosts: ["b.example.com"]
+  - name: by-record
+    service: { name: billing }
+    methods: [GET]
+upstreams:
+  - name: orders.internal
+    targets:
+      - target: 10.0.0.1
+targets:
+  - target: 10.0.0.2:9000
+    upstream: orders.internal
+consumers:
+  - username: alice
+    acls:
+      - group: admins
+  - custom_id: "7"
+keyauth_credentials:
+  - key: k2
+    consumer: alice
+jwt_secrets:
+  - key: j2
+    secret: fixed
+    consumer: "7"
+acls:
+  - group: ops
+    consumer: alice
+"#;
+        let c = ok(text);
+        let svc = |n: &str| c.services.iter().find(|s| s.name.as_deref() == Some(n)).unwrap().id;
+        let route = |n: &str| c.routes.iter().find(|r| r.name.as_deref() == Some(n)).unwrap();
+        assert_eq!(route("orders-r").service.unwrap().id, svc("orders"));
+        assert_eq!(route("by-name").service.unwrap().id, svc("orders"));
+        assert_eq!(route("by-id").service.unwrap().id, svc("billing"));
+        assert_eq!(route("by-record").service.unwrap().id, svc("billing"));
+        assert_eq!(svc("billing").to_string(), "0b8a5b8e-1111-4a4a-8b8b-000000000001");
+        let up = c.upstreams[0].id;
+        let mut targets: Vec<(&str, Uuid)> = c.targets.iter().map(|t| (t.target.as_str(), t.upstream.id)).collect();
+        targets.sort();
+        assert_eq!(targets, vec![("10.0.0.1:8000", up), ("10.0.0.2:9000", up)]);
+        let alice = c.consumers.iter().find(|x| x.username.as_deref() == Some("alice")).unwrap().id;
+        let seven = c.consumers.iter().find(|x| x.custom_id.as_deref() == Some("7")).unwrap().id;
+        assert_eq!(c.keyauth_credentials[0].consumer.id, alice);
+        assert_eq!(c.jwt_secrets[0].consumer.id, seven);
+        assert_eq!(c.acls.len(), 2);
+        assert!(c.acls.iter().all(|a| a.consumer.id == alice));
+        // Stable across parses, and unique.
+        let again = ok(text);
+        assert_eq!(c, again);
+        let mut ids: Vec<Uuid> = c.routes.iter().map(|r| r.id).chain(c.targets.iter().map(|t| t.id)).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), c.routes.len() + c.targets.len());
+    }
+
+    #[test]
+    fn json_text_is_accepted() {
+        let c = ok(r#"{"_format_version":"3.0","services":[{"name":"s","host":"s.internal","routes":[{"paths":["/s"]}]}]}"#);
+        assert_eq!(c.routes[0].service.unwrap().id, c.services[0].id);
+        // Keyless route: id from its position, still stable.
+        let c2 = ok(r#"{"_format_version":"3.0","services":[{"name":"s","host":"s.internal","routes":[{"paths":["/s"]}]}]}"#);
+        assert_eq!(c.routes[0].id, c2.routes[0].id);
+    }
+
+    #[test]
+    fn format_and_top_level_errors() {
+        let cases: Vec<(&str, Vec<&str>)> = vec![
+            ("services: []", vec!["_format_version: required field missing"]),
+            ("_format_version: \"4.0\"", vec!["_format_version: expected one of: 1.1, 2.1, 3.0"]),
+            ("_format_version: 3.0", vec!["_format_version: expected a string"]),
+            ("_format_version: \"3.0\"\nfoo: 1", vec!["foo: unknown field"]),
+            ("_format_version: \"3.0\"\nservices: {}", vec!["services: expected an array"]),
+            ("_format_version: \"3.0\"\ncertificates: [{cert: x}]", vec!["certificates: entity type not supported by gwctl"]),
+            ("_format_version: \"3.0\"\nservices: [5]", vec!["services[0]: expected a record"]),
+        ];
+        for (text, lines) in cases {
+            assert_eq!(err(text).lines(), lines, "{text}");
+        }
+        ok("_format_version: \"1.1\"\ncertificates: []\nvaults: null");
+        ok("_format_version: \"2.1\"");
+    }
+
+    #[test]
+    fn empty_and_unparsable_documents() {
+        for text in ["", "  \n", "null", "~"] {
+            let e = err(text);
+            assert_eq!(e.lines(), vec!["expected a declarative configuration"], "{text:?}");
+            assert_eq!(e.to_kong_json(), json!({"message": "expected a declarative configuration"}));
+        }
+        let e = err("_format_version: \"3.0\"\nservices:\n  - name: [unclosed\n");
+        let line = &e.lines()[0];
+        assert!(line.starts_with("failed parsing declarative configuration: "), "{line}");
+        assert!(line.contains("line"), "{line}");
+        assert!(e.is_parse_error());
+        assert!(e.to_kong_json()["message"].as_str().unwrap().starts_with("failed parsing declarative configuration"));
+    }
+
+    #[test]
+    fn nested_validation_errors_have_paths() {
+        let text = r#"
+_format_version: "3.0"
+services:
+  - name: orders
+    host: orders.internal
+    port: 99999
+    routes:
+      - name: a
+        paths: ["/ok"]
+      - name: b
+        paths: ["/ok", "nope"]
+consumers:
+  - {}
+"#;
+        let e = err(text);
+        assert_eq!(
+            e.lines(),
+            vec![
+                "consumers[0]: at least one of these fields must be non-empty: 'custom_id', 'username'",
+                "services[0].port: value should be between 0 and 65535",
+                "services[0].routes[1].paths[1]: should start with: / (or ~ for a regex)",
+            ]
+        );
+        let fields = e.to_kong_json()["fields"].clone();
+        assert_eq!(
+            fields,
+            json!({
+                "consumers": [{"@entity": ["at least one of these fields must be non-empty: 'custom_id', 'username'"]}],
+                "services": [{"port": "value should be between 0 and 65535",
+                              "routes": [null, {"paths": [null, "should start with: / (or ~ for a regex)"]}]}]
+            })
+        );
+        assert_eq!(e.to_string(), e.lines().join("\n"));
+    }
+
+    #[test]
+    fn unresolved_references_and_duplicates() {
+        let text = r#"
+_format_version: "3.0"
+services:
+  - name: orders
+    host: a.internal
+  - name: orders
+    host: b.internal
+routes:
+  - name: r
+    service: nope
+    paths: ["/"]
+targets:
+  - target: 10.0.0.1
+    upstream: missing
+keyauth_credentials:
+  - key: k
+    consumer: ghost
+"#;
+        let e = err(text);
+        assert_eq!(
+            e.lines(),
+            vec![
+                "keyauth_credentials[0].consumer: invalid reference 'consumer: ghost' (no such entry in 'consumers')".to_owned(),
+                "routes[0].service: invalid reference 'service: nope' (no such entry in 'services')".to_owned(),
+                "services[1]: uniqueness violation: 'services' entity with name set to 'orders' already declared".to_owned(),
+                "targets[0].upstream: invalid reference 'upstream: missing' (no such entry in 'upstreams')".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_and_targets() {
+        let text = r#"
+_format_version: "3.0"
+upstreams:
+  - name: u
+    targets:
+      - target: 10.0.0.1
+      - target: 10.0.0.1:8000
+consumers:
+  - username: a
+    keyauth_credentials: [{key: same}]
+  - username: b
+    keyauth_credentials: [{key: same}]
+  - username: a
+"#;
+        let lines = err(text).lines();
+        assert!(lines.iter().any(|l| l.starts_with("consumers[1].keyauth_credentials[0]: uniqueness violation: 'keyauth_credentials' entity with key set to 'same'")), "{lines:?}");
+        assert!(lines.iter().any(|l| l.starts_with("upstreams[0].targets[1]: uniqueness violation: 'targets'")), "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains("consumers[2]: uniqueness violation: 'consumers' entity with username set to 'a'")), "{lines:?}");
+    }
+
+    #[test]
+    fn hash_is_md5_hex() {
+        assert_eq!(config_hash(""), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(config_hash("abc"), "900150983cd24fb0d6963f7d28e17f72");
+    }
 }
