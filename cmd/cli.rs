@@ -56,7 +56,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "GWCTL_DATABASE_URL", hide_env_values = true)]
     pub(crate) database_url: Option<String>,
     /// Proxy listen address (repeatable).
-    #[arg(long, env = "GWCTL_PROXY_LISTEN", value_delimiter = ',', default_value = "0.0.0.0:8000")]
+    #[arg(
+        long,
+        env = "GWCTL_PROXY_LISTEN",
+        value_delimiter = ',',
+        default_value = "0.0.0.0:8000"
+    )]
     pub(crate) proxy_listen: Vec<String>,
     /// HTTPS proxy listen address (repeatable); needs --tls-cert and --tls-key.
     #[arg(long, env = "GWCTL_PROXY_TLS_LISTEN", value_delimiter = ',')]
@@ -90,7 +95,11 @@ pub(crate) struct ServeArgs {
 #[derive(Debug, Args)]
 pub(crate) struct HealthArgs {
     /// Base URL of the status listener.
-    #[arg(long, env = "GWCTL_STATUS_URL", default_value = "http://127.0.0.1:8007")]
+    #[arg(
+        long,
+        env = "GWCTL_STATUS_URL",
+        default_value = "http://127.0.0.1:8007"
+    )]
     pub(crate) status_url: String,
 }
 

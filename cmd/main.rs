@@ -50,5 +50,7 @@ fn main() -> ExitCode {
 
 /// A current-thread runtime for the short-lived subcommands.
 fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }

@@ -25,11 +25,11 @@ use md5::{Digest, Md5};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use crate::model::Config;
 use crate::model::schema::{
     Ctx, EntityKind, ErrNode, FieldErrors, NoPlugins, PathSeg, PluginSchemas, Validated, now_ms,
     validate, validators,
 };
-use crate::model::Config;
 
 /// Root namespace of declarative ids.
 pub const ID_NAMESPACE: Uuid = Uuid::from_u128(0xfd02801f_0957_4a15_a55a_c8d9606f30b5);
@@ -91,7 +91,9 @@ impl DeclarativeError {
     /// `{"message":"expected a declarative configuration"}`.
     pub fn to_kong_json(&self) -> Value {
         match &self.kind {
-            ErrorKind::Parse(m) => json!({ "message": format!("failed parsing declarative configuration: {m}") }),
+            ErrorKind::Parse(m) => {
+                json!({ "message": format!("failed parsing declarative configuration: {m}") })
+            }
             ErrorKind::Empty => json!({ "message": "expected a declarative configuration" }),
             ErrorKind::Invalid(f) => {
                 let mut pretty = String::new();
@@ -142,7 +144,11 @@ pub fn parse(text: &str) -> Result<Config, DeclarativeError> {
 }
 
 /// [`parse`] with a plugin registry and a clock (Unix milliseconds).
-pub fn parse_with(text: &str, plugins: &dyn PluginSchemas, now_ms: i64) -> Result<Config, DeclarativeError> {
+pub fn parse_with(
+    text: &str,
+    plugins: &dyn PluginSchemas,
+    now_ms: i64,
+) -> Result<Config, DeclarativeError> {
     let value = parse_text(text)?;
     from_value(&value, plugins, now_ms)
 }
@@ -150,7 +156,9 @@ pub fn parse_with(text: &str, plugins: &dyn PluginSchemas, now_ms: i64) -> Resul
 /// Parse YAML or JSON text into a JSON value (no validation).
 pub fn parse_text(text: &str) -> Result<Value, DeclarativeError> {
     if text.trim().is_empty() {
-        return Err(DeclarativeError { kind: ErrorKind::Empty });
+        return Err(DeclarativeError {
+            kind: ErrorKind::Empty,
+        });
     }
     let yaml: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
@@ -161,7 +169,9 @@ pub fn parse_text(text: &str) -> Result<Value, DeclarativeError> {
                 }
                 _ => e.to_string(),
             };
-            return Err(DeclarativeError { kind: ErrorKind::Parse(msg) });
+            return Err(DeclarativeError {
+                kind: ErrorKind::Parse(msg),
+            });
         }
     };
     Ok(yaml_to_json(yaml))
@@ -178,7 +188,9 @@ fn yaml_to_json(v: serde_yaml::Value) -> Value {
             } else if let Some(u) = n.as_u64() {
                 Value::from(u)
             } else {
-                n.as_f64().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
+                n.as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or(Value::Null, Value::Number)
             }
         }
         Y::String(s) => Value::String(s),
@@ -236,7 +248,11 @@ fn foreign_fields(kind: EntityKind) -> &'static [(&'static str, EntityKind)] {
     match kind {
         K::Routes => &[("service", K::Services)],
         K::Targets => &[("upstream", K::Upstreams)],
-        K::Plugins => &[("route", K::Routes), ("service", K::Services), ("consumer", K::Consumers)],
+        K::Plugins => &[
+            ("route", K::Routes),
+            ("service", K::Services),
+            ("consumer", K::Consumers),
+        ],
         K::KeyauthCredentials | K::JwtSecrets | K::Acls => &[("consumer", K::Consumers)],
         _ => &[],
     }
@@ -285,14 +301,28 @@ fn collect(
         }
     }
     let me = out.len();
-    out.push(Raw { kind, path: path.clone(), obj, parent, id: None, explicit_id: false });
+    out.push(Raw {
+        kind,
+        path: path.clone(),
+        obj,
+        parent,
+        id: None,
+        explicit_id: false,
+    });
     for (name, child_kind, v) in nested {
         let cpath = with(&path, PathSeg::Key(name.to_owned()));
         match v {
             Value::Null => {}
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    collect(child_kind, item, with(&cpath, PathSeg::Index(i)), Some(me), out, errs);
+                    collect(
+                        child_kind,
+                        item,
+                        with(&cpath, PathSeg::Index(i)),
+                        Some(me),
+                        out,
+                        errs,
+                    );
                 }
             }
             _ => errs.insert_at(&cpath, ErrNode::msg("expected an array")),
@@ -325,17 +355,24 @@ fn id_name(raw: &Raw) -> String {
         K::Services | K::Routes | K::Upstreams => {
             str_field(o, "name").map_or_else(fallback, str::to_owned)
         }
-        K::Consumers => str_field(o, "username").map(str::to_owned).unwrap_or_else(|| {
-            str_field(o, "custom_id").map_or_else(fallback, |c| format!("custom_id:{c}"))
-        }),
+        K::Consumers => str_field(o, "username")
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                str_field(o, "custom_id").map_or_else(fallback, |c| format!("custom_id:{c}"))
+            }),
         K::Targets => {
-            let t = str_field(o, "target").map(|t| validators::normalize_target(t).unwrap_or_else(|| t.to_owned()));
+            let t = str_field(o, "target")
+                .map(|t| validators::normalize_target(t).unwrap_or_else(|| t.to_owned()));
             t.map_or_else(fallback, |t| format!("{}:{t}", fk_id(o, "upstream")))
         }
         K::Plugins => match str_field(o, "name") {
             Some(n) => {
-                let base =
-                    format!("{n}:{}:{}:{}", fk_id(o, "route"), fk_id(o, "service"), fk_id(o, "consumer"));
+                let base = format!(
+                    "{n}:{}:{}:{}",
+                    fk_id(o, "route"),
+                    fk_id(o, "service"),
+                    fk_id(o, "consumer")
+                );
                 match str_field(o, "instance_name") {
                     Some(i) => format!("{base}:{i}"),
                     None => base,
@@ -343,8 +380,12 @@ fn id_name(raw: &Raw) -> String {
             }
             None => fallback(),
         },
-        K::KeyauthCredentials | K::JwtSecrets => str_field(o, "key").map_or_else(fallback, str::to_owned),
-        K::Acls => str_field(o, "group").map_or_else(fallback, |g| format!("{}:{g}", fk_id(o, "consumer"))),
+        K::KeyauthCredentials | K::JwtSecrets => {
+            str_field(o, "key").map_or_else(fallback, str::to_owned)
+        }
+        K::Acls => {
+            str_field(o, "group").map_or_else(fallback, |g| format!("{}:{g}", fk_id(o, "consumer")))
+        }
         K::CaCertificates => str_field(o, "cert").map_or_else(fallback, |c| c.trim().to_owned()),
     }
 }
@@ -393,7 +434,9 @@ fn assign_id(raws: &mut [Raw], i: usize, index: &mut Index) {
     });
     raws[i].explicit_id = raws[i].obj.contains_key("id");
     if !raws[i].explicit_id {
-        raws[i].obj.insert("id".to_owned(), Value::String(id.to_string()));
+        raws[i]
+            .obj
+            .insert("id".to_owned(), Value::String(id.to_string()));
     }
     raws[i].id = Some(id);
     index.add(&raws[i], id);
@@ -402,11 +445,15 @@ fn assign_id(raws: &mut [Raw], i: usize, index: &mut Index) {
 /// Point nested children at their parent and resolve references by name or id.
 fn resolve_refs(raws: &mut [Raw], i: usize, index: &Index, errs: &mut FieldErrors) {
     let kind = raws[i].kind;
-    let parent = raws[i].parent.and_then(|p| raws[p].id.map(|id| (raws[p].kind, id)));
+    let parent = raws[i]
+        .parent
+        .and_then(|p| raws[p].id.map(|id| (raws[p].kind, id)));
     for (field, target) in foreign_fields(kind) {
         if let Some((pkind, pid)) = parent {
             if pkind == *target {
-                raws[i].obj.insert((*field).to_owned(), json!({ "id": pid.to_string() }));
+                raws[i]
+                    .obj
+                    .insert((*field).to_owned(), json!({ "id": pid.to_string() }));
                 continue;
             }
         }
@@ -414,7 +461,10 @@ fn resolve_refs(raws: &mut [Raw], i: usize, index: &Index, errs: &mut FieldError
             None | Some(Value::Null) => continue,
             Some(Value::String(s)) => s.clone(),
             Some(Value::Object(o)) => {
-                match ["id", "name", "username", "custom_id"].iter().find_map(|k| o.get(*k).and_then(Value::as_str)) {
+                match ["id", "name", "username", "custom_id"]
+                    .iter()
+                    .find_map(|k| o.get(*k).and_then(Value::as_str))
+                {
                     Some(s) if o.len() == 1 => s.to_owned(),
                     _ => continue, // left to the schema (unknown field / expected a record)
                 }
@@ -423,7 +473,9 @@ fn resolve_refs(raws: &mut [Raw], i: usize, index: &Index, errs: &mut FieldError
         };
         match index.resolve(*target, &reference) {
             Some(id) => {
-                raws[i].obj.insert((*field).to_owned(), json!({ "id": id.to_string() }));
+                raws[i]
+                    .obj
+                    .insert((*field).to_owned(), json!({ "id": id.to_string() }));
             }
             None => {
                 let path = with(&raws[i].path, PathSeg::Key((*field).to_owned()));
@@ -435,19 +487,32 @@ fn resolve_refs(raws: &mut [Raw], i: usize, index: &Index, errs: &mut FieldError
                     )),
                 );
                 // Keep a well-formed placeholder so the schema does not report the field again.
-                raws[i].obj.insert((*field).to_owned(), json!({ "id": Uuid::nil().to_string() }));
+                raws[i].obj.insert(
+                    (*field).to_owned(),
+                    json!({ "id": Uuid::nil().to_string() }),
+                );
             }
         }
     }
 }
 
 /// Validate an already-parsed declarative document (e.g. a JSON `POST /config` body).
-pub fn from_value(doc: &Value, plugins: &dyn PluginSchemas, now_ms: i64) -> Result<Config, DeclarativeError> {
+pub fn from_value(
+    doc: &Value,
+    plugins: &dyn PluginSchemas,
+    now_ms: i64,
+) -> Result<Config, DeclarativeError> {
     let top = match doc {
-        Value::Null => return Err(DeclarativeError { kind: ErrorKind::Empty }),
+        Value::Null => {
+            return Err(DeclarativeError {
+                kind: ErrorKind::Empty,
+            });
+        }
         Value::Object(m) => m,
         _ => {
-            return Err(DeclarativeError { kind: ErrorKind::Parse("expected an object at the top level".to_owned()) });
+            return Err(DeclarativeError {
+                kind: ErrorKind::Parse("expected an object at the top level".to_owned()),
+            });
         }
     };
     let mut errs = FieldErrors::default();
@@ -457,7 +522,10 @@ pub fn from_value(doc: &Value, plugins: &dyn PluginSchemas, now_ms: i64) -> Resu
         None | Some(Value::Null) => errs.add_field("_format_version", "required field missing"),
         Some(Value::String(v)) if FORMAT_VERSIONS.contains(&v.as_str()) => {}
         Some(Value::String(_)) => {
-            errs.add_field("_format_version", format!("expected one of: {}", FORMAT_VERSIONS.join(", ")));
+            errs.add_field(
+                "_format_version",
+                format!("expected one of: {}", FORMAT_VERSIONS.join(", ")),
+            );
         }
         Some(_) => errs.add_field("_format_version", "expected a string"),
     }
@@ -499,7 +567,13 @@ pub fn from_value(doc: &Value, plugins: &dyn PluginSchemas, now_ms: i64) -> Resu
     let stages: [&[EntityKind]; 3] = [
         &[K::Services, K::Upstreams, K::Consumers, K::CaCertificates],
         &[K::Routes],
-        &[K::Targets, K::Plugins, K::KeyauthCredentials, K::JwtSecrets, K::Acls],
+        &[
+            K::Targets,
+            K::Plugins,
+            K::KeyauthCredentials,
+            K::JwtSecrets,
+            K::Acls,
+        ],
     ];
     for stage in stages {
         for i in 0..raws.len() {
@@ -528,7 +602,10 @@ pub fn from_value(doc: &Value, plugins: &dyn PluginSchemas, now_ms: i64) -> Resu
             if what == "primary key" && !raws[*i].explicit_id {
                 continue;
             }
-            if seen.insert((kind, what.clone(), value.clone()), ()).is_some() {
+            if seen
+                .insert((kind, what.clone(), value.clone()), ())
+                .is_some()
+            {
                 errs.insert_at(
                     &raws[*i].path,
                     ErrNode::msg(format!(
@@ -542,7 +619,9 @@ pub fn from_value(doc: &Value, plugins: &dyn PluginSchemas, now_ms: i64) -> Resu
     }
 
     if !errs.is_empty() {
-        return Err(DeclarativeError { kind: ErrorKind::Invalid(errs) });
+        return Err(DeclarativeError {
+            kind: ErrorKind::Invalid(errs),
+        });
     }
     let mut config = Config::default();
     for (_, v) in validated {
@@ -589,7 +668,10 @@ fn unique_keys(v: &Validated) -> Vec<(String, String)> {
         }
         Validated::Target(e) => {
             push("primary key", e.id.to_string());
-            push("upstream, target", format!("{}, {}", e.upstream.id, e.target));
+            push(
+                "upstream, target",
+                format!("{}, {}", e.upstream.id, e.target),
+            );
         }
         Validated::Consumer(e) => {
             push("primary key", e.id.to_string());
@@ -685,7 +767,10 @@ consumers:
         let c = ok(EXAMPLE_NO_PLUGINS);
         assert_eq!(c.services.len(), 1);
         let s = &c.services[0];
-        assert_eq!((s.host.as_str(), s.port, s.path.as_deref()), ("orders.internal", 8080, Some("/api")));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.path.as_deref()),
+            ("orders.internal", 8080, Some("/api"))
+        );
         assert_eq!(c.routes[0].service.map(|f| f.id), Some(s.id));
         let u = &c.upstreams[0];
         assert!((u.healthchecks.active.healthy.interval - 5.0).abs() < f64::EPSILON);
@@ -734,7 +819,9 @@ plugins:
     #[test]
     fn kong_example_plugins_not_enabled() {
         let e = err(EXAMPLE_WITH_PLUGINS);
-        let ne = |n: &str| format!("plugin '{n}' not enabled; add it to the 'plugins' configuration property");
+        let ne = |n: &str| {
+            format!("plugin '{n}' not enabled; add it to the 'plugins' configuration property")
+        };
         assert_eq!(
             e.lines(),
             vec![
@@ -742,14 +829,20 @@ plugins:
                 format!("plugins[0].name: {}", ne("prometheus")),
                 format!("plugins[1].name: {}", ne("cors")),
                 format!("services[0].plugins[0].name: {}", ne("key-auth")),
-                format!("services[0].routes[0].plugins[0].name: {}", ne("rate-limiting")),
+                format!(
+                    "services[0].routes[0].plugins[0].name: {}",
+                    ne("rate-limiting")
+                ),
             ]
         );
         let body = e.to_kong_json();
         assert_eq!(body["code"], 14);
         assert_eq!(body["name"], "invalid declarative configuration");
         assert_eq!(body["fields"]["plugins"][1]["name"], ne("cors"));
-        assert_eq!(body["fields"]["services"][0]["routes"][0]["plugins"][0]["name"], ne("rate-limiting"));
+        assert_eq!(
+            body["fields"]["services"][0]["routes"][0]["plugins"][0]["name"],
+            ne("rate-limiting")
+        );
         let msg = body["message"].as_str().unwrap();
         assert!(msg.starts_with("declarative config is invalid: {consumers={{plugins={{name=\"plugin 'rate-limiting'"), "{msg}");
     }
@@ -807,19 +900,47 @@ acls:
     consumer: alice
 "#;
         let c = ok(text);
-        let svc = |n: &str| c.services.iter().find(|s| s.name.as_deref() == Some(n)).unwrap().id;
-        let route = |n: &str| c.routes.iter().find(|r| r.name.as_deref() == Some(n)).unwrap();
+        let svc = |n: &str| {
+            c.services
+                .iter()
+                .find(|s| s.name.as_deref() == Some(n))
+                .unwrap()
+                .id
+        };
+        let route = |n: &str| {
+            c.routes
+                .iter()
+                .find(|r| r.name.as_deref() == Some(n))
+                .unwrap()
+        };
         assert_eq!(route("orders-r").service.unwrap().id, svc("orders"));
         assert_eq!(route("by-name").service.unwrap().id, svc("orders"));
         assert_eq!(route("by-id").service.unwrap().id, svc("billing"));
         assert_eq!(route("by-record").service.unwrap().id, svc("billing"));
-        assert_eq!(svc("billing").to_string(), "0b8a5b8e-1111-4a4a-8b8b-000000000001");
+        assert_eq!(
+            svc("billing").to_string(),
+            "0b8a5b8e-1111-4a4a-8b8b-000000000001"
+        );
         let up = c.upstreams[0].id;
-        let mut targets: Vec<(&str, Uuid)> = c.targets.iter().map(|t| (t.target.as_str(), t.upstream.id)).collect();
+        let mut targets: Vec<(&str, Uuid)> = c
+            .targets
+            .iter()
+            .map(|t| (t.target.as_str(), t.upstream.id))
+            .collect();
         targets.sort();
         assert_eq!(targets, vec![("10.0.0.1:8000", up), ("10.0.0.2:9000", up)]);
-        let alice = c.consumers.iter().find(|x| x.username.as_deref() == Some("alice")).unwrap().id;
-        let seven = c.consumers.iter().find(|x| x.custom_id.as_deref() == Some("7")).unwrap().id;
+        let alice = c
+            .consumers
+            .iter()
+            .find(|x| x.username.as_deref() == Some("alice"))
+            .unwrap()
+            .id;
+        let seven = c
+            .consumers
+            .iter()
+            .find(|x| x.custom_id.as_deref() == Some("7"))
+            .unwrap()
+            .id;
         assert_eq!(c.keyauth_credentials[0].consumer.id, alice);
         assert_eq!(c.jwt_secrets[0].consumer.id, seven);
         assert_eq!(c.acls.len(), 2);
@@ -827,7 +948,12 @@ acls:
         // Stable across parses, and unique.
         let again = ok(text);
         assert_eq!(c, again);
-        let mut ids: Vec<Uuid> = c.routes.iter().map(|r| r.id).chain(c.targets.iter().map(|t| t.id)).collect();
+        let mut ids: Vec<Uuid> = c
+            .routes
+            .iter()
+            .map(|r| r.id)
+            .chain(c.targets.iter().map(|t| t.id))
+            .collect();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), c.routes.len() + c.targets.len());
@@ -835,23 +961,48 @@ acls:
 
     #[test]
     fn json_text_is_accepted() {
-        let c = ok(r#"{"_format_version":"3.0","services":[{"name":"s","host":"s.internal","routes":[{"paths":["/s"]}]}]}"#);
+        let c = ok(
+            r#"{"_format_version":"3.0","services":[{"name":"s","host":"s.internal","routes":[{"paths":["/s"]}]}]}"#,
+        );
         assert_eq!(c.routes[0].service.unwrap().id, c.services[0].id);
         // Keyless route: id from its position, still stable.
-        let c2 = ok(r#"{"_format_version":"3.0","services":[{"name":"s","host":"s.internal","routes":[{"paths":["/s"]}]}]}"#);
+        let c2 = ok(
+            r#"{"_format_version":"3.0","services":[{"name":"s","host":"s.internal","routes":[{"paths":["/s"]}]}]}"#,
+        );
         assert_eq!(c.routes[0].id, c2.routes[0].id);
     }
 
     #[test]
     fn format_and_top_level_errors() {
         let cases: Vec<(&str, Vec<&str>)> = vec![
-            ("services: []", vec!["_format_version: required field missing"]),
-            ("_format_version: \"4.0\"", vec!["_format_version: expected one of: 1.1, 2.1, 3.0"]),
-            ("_format_version: 3.0", vec!["_format_version: expected a string"]),
-            ("_format_version: \"3.0\"\nfoo: 1", vec!["foo: unknown field"]),
-            ("_format_version: \"3.0\"\nservices: {}", vec!["services: expected an array"]),
-            ("_format_version: \"3.0\"\ncertificates: [{cert: x}]", vec!["certificates: entity type not supported by gwctl"]),
-            ("_format_version: \"3.0\"\nservices: [5]", vec!["services[0]: expected a record"]),
+            (
+                "services: []",
+                vec!["_format_version: required field missing"],
+            ),
+            (
+                "_format_version: \"4.0\"",
+                vec!["_format_version: expected one of: 1.1, 2.1, 3.0"],
+            ),
+            (
+                "_format_version: 3.0",
+                vec!["_format_version: expected a string"],
+            ),
+            (
+                "_format_version: \"3.0\"\nfoo: 1",
+                vec!["foo: unknown field"],
+            ),
+            (
+                "_format_version: \"3.0\"\nservices: {}",
+                vec!["services: expected an array"],
+            ),
+            (
+                "_format_version: \"3.0\"\ncertificates: [{cert: x}]",
+                vec!["certificates: entity type not supported by gwctl"],
+            ),
+            (
+                "_format_version: \"3.0\"\nservices: [5]",
+                vec!["services[0]: expected a record"],
+            ),
         ];
         for (text, lines) in cases {
             assert_eq!(err(text).lines(), lines, "{text}");
@@ -864,15 +1015,30 @@ acls:
     fn empty_and_unparsable_documents() {
         for text in ["", "  \n", "null", "~"] {
             let e = err(text);
-            assert_eq!(e.lines(), vec!["expected a declarative configuration"], "{text:?}");
-            assert_eq!(e.to_kong_json(), json!({"message": "expected a declarative configuration"}));
+            assert_eq!(
+                e.lines(),
+                vec!["expected a declarative configuration"],
+                "{text:?}"
+            );
+            assert_eq!(
+                e.to_kong_json(),
+                json!({"message": "expected a declarative configuration"})
+            );
         }
         let e = err("_format_version: \"3.0\"\nservices:\n  - name: [unclosed\n");
         let line = &e.lines()[0];
-        assert!(line.starts_with("failed parsing declarative configuration: "), "{line}");
+        assert!(
+            line.starts_with("failed parsing declarative configuration: "),
+            "{line}"
+        );
         assert!(line.contains("line"), "{line}");
         assert!(e.is_parse_error());
-        assert!(e.to_kong_json()["message"].as_str().unwrap().starts_with("failed parsing declarative configuration"));
+        assert!(
+            e.to_kong_json()["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("failed parsing declarative configuration")
+        );
     }
 
     #[test]
@@ -962,8 +1128,18 @@ consumers:
 "#;
         let lines = err(text).lines();
         assert!(lines.iter().any(|l| l.starts_with("consumers[1].keyauth_credentials[0]: uniqueness violation: 'keyauth_credentials' entity with key set to 'same'")), "{lines:?}");
-        assert!(lines.iter().any(|l| l.starts_with("upstreams[0].targets[1]: uniqueness violation: 'targets'")), "{lines:?}");
-        assert!(lines.iter().any(|l| l.contains("consumers[2]: uniqueness violation: 'consumers' entity with username set to 'a'")), "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("upstreams[0].targets[1]: uniqueness violation: 'targets'")),
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains(
+                "consumers[2]: uniqueness violation: 'consumers' entity with username set to 'a'"
+            )),
+            "{lines:?}"
+        );
     }
 
     #[test]

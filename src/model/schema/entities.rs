@@ -151,11 +151,17 @@ pub fn validate(kind: EntityKind, input: &Value, ctx: &Ctx<'_>) -> Result<Valida
         }
         EntityKind::JwtSecrets => Validated::JwtSecret(validate_jwt_secret(input, ctx)?),
         EntityKind::Acls => Validated::Acl(validate_acl(input, ctx)?),
-        EntityKind::CaCertificates => Validated::CaCertificate(validate_ca_certificate(input, ctx)?),
+        EntityKind::CaCertificates => {
+            Validated::CaCertificate(validate_ca_certificate(input, ctx)?)
+        }
     })
 }
 
-fn typed<T: DeserializeOwned>(schema: &Schema, input: &Value, ctx: &Ctx<'_>) -> Result<T, FieldErrors> {
+fn typed<T: DeserializeOwned>(
+    schema: &Schema,
+    input: &Value,
+    ctx: &Ctx<'_>,
+) -> Result<T, FieldErrors> {
     let value = schema.validate(input, ctx)?;
     serde_json::from_value(value).map_err(|e| {
         let mut errs = FieldErrors::default();
@@ -185,7 +191,10 @@ pub fn validate_consumer(input: &Value, ctx: &Ctx<'_>) -> Result<Consumer, Field
     typed(&CONSUMER, input, ctx)
 }
 /// Validate a key-auth credential (key generated when absent).
-pub fn validate_keyauth_credential(input: &Value, ctx: &Ctx<'_>) -> Result<KeyAuthCredential, FieldErrors> {
+pub fn validate_keyauth_credential(
+    input: &Value,
+    ctx: &Ctx<'_>,
+) -> Result<KeyAuthCredential, FieldErrors> {
     typed(&KEYAUTH, input, ctx)
 }
 /// Validate a jwt credential (key and secret generated when absent).
@@ -221,7 +230,9 @@ pub fn validate_plugin(input: &Value, ctx: &Ctx<'_>) -> Result<Plugin, FieldErro
             }
             None => extra.add_field(
                 "name",
-                format!("plugin '{name}' not enabled; add it to the 'plugins' configuration property"),
+                format!(
+                    "plugin '{name}' not enabled; add it to the 'plugins' configuration property"
+                ),
             ),
         }
     }
@@ -244,7 +255,16 @@ pub fn validate_plugin(input: &Value, ctx: &Ctx<'_>) -> Result<Plugin, FieldErro
 // ---------------------------------------------------------------------------------------------
 // Shared field definitions.
 
-const PROTOCOLS: &[&str] = &["grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp"];
+const PROTOCOLS: &[&str] = &[
+    "grpc",
+    "grpcs",
+    "http",
+    "https",
+    "tcp",
+    "tls",
+    "tls_passthrough",
+    "udp",
+];
 const TIMEOUT_MAX: i64 = 2_147_483_646;
 
 fn id() -> Field {
@@ -258,7 +278,9 @@ fn ts_ms() -> Field {
 }
 fn tag(val: &Value) -> Result<(), String> {
     let Some(s) = val.as_str() else { return Ok(()) };
-    if s.chars().all(|c| !c.is_ascii() || (c.is_ascii_graphic() && c != ',' && c != '/') || c == ' ') {
+    if s.chars()
+        .all(|c| !c.is_ascii() || (c.is_ascii_graphic() && c != ',' && c != '/') || c == ' ')
+    {
         Ok(())
     } else {
         Err(format!(
@@ -296,14 +318,53 @@ static SERVICE: LazyLock<Schema> = LazyLock::new(|| {
             ("created_at", ts()),
             ("updated_at", ts()),
             ("name", name_field()),
-            ("retries", Field::integer().required().default(json!(5)).between(0, 32767)),
-            ("protocol", Field::string().required().default(json!("http")).one_of_str(PROTOCOLS)),
+            (
+                "retries",
+                Field::integer()
+                    .required()
+                    .default(json!(5))
+                    .between(0, 32767),
+            ),
+            (
+                "protocol",
+                Field::string()
+                    .required()
+                    .default(json!("http"))
+                    .one_of_str(PROTOCOLS),
+            ),
             ("host", Field::string().required().validator(v::host)),
-            ("port", Field::integer().required().default(json!(80)).between(0, 65535)),
-            ("path", Field::string().starts_with("/").validator(v::plain_path)),
-            ("connect_timeout", Field::integer().required().default(json!(60000)).between(1, TIMEOUT_MAX)),
-            ("write_timeout", Field::integer().required().default(json!(60000)).between(1, TIMEOUT_MAX)),
-            ("read_timeout", Field::integer().required().default(json!(60000)).between(1, TIMEOUT_MAX)),
+            (
+                "port",
+                Field::integer()
+                    .required()
+                    .default(json!(80))
+                    .between(0, 65535),
+            ),
+            (
+                "path",
+                Field::string().starts_with("/").validator(v::plain_path),
+            ),
+            (
+                "connect_timeout",
+                Field::integer()
+                    .required()
+                    .default(json!(60000))
+                    .between(1, TIMEOUT_MAX),
+            ),
+            (
+                "write_timeout",
+                Field::integer()
+                    .required()
+                    .default(json!(60000))
+                    .between(1, TIMEOUT_MAX),
+            ),
+            (
+                "read_timeout",
+                Field::integer()
+                    .required()
+                    .default(json!(60000))
+                    .between(1, TIMEOUT_MAX),
+            ),
             ("tags", tags()),
             ("client_certificate", Field::foreign("certificates")),
             ("tls_verify", Field::boolean()),
@@ -315,7 +376,10 @@ static SERVICE: LazyLock<Schema> = LazyLock::new(|| {
     .check(EntityCheck::Conditional {
         if_field: "protocol",
         if_match: Matcher::OneOf(
-            ["tcp", "tls", "tls_passthrough", "udp", "grpc", "grpcs"].iter().map(|p| json!(p)).collect(),
+            ["tcp", "tls", "tls_passthrough", "udp", "grpc", "grpcs"]
+                .iter()
+                .map(|p| json!(p))
+                .collect(),
         ),
         then_field: "path",
         then_match: Matcher::Eq(Value::Null),
@@ -371,10 +435,18 @@ fn service_url(m: &mut Map<String, Value>, errs: &mut FieldErrors) {
         },
     };
     let scheme = scheme.unwrap_or_else(|| {
-        if port == Some(json!(443)) { "https".to_owned() } else { "http".to_owned() }
+        if port == Some(json!(443)) {
+            "https".to_owned()
+        } else {
+            "http".to_owned()
+        }
     });
     let port = port.unwrap_or_else(|| {
-        json!(if matches!(scheme.as_str(), "https" | "grpcs" | "tls") { 443 } else { 80 })
+        json!(if matches!(scheme.as_str(), "https" | "grpcs" | "tls") {
+            443
+        } else {
+            80
+        })
     });
     m.insert("protocol".to_owned(), Value::String(scheme));
     if !host.is_empty() {
@@ -383,7 +455,11 @@ fn service_url(m: &mut Map<String, Value>, errs: &mut FieldErrors) {
     m.insert("port".to_owned(), port);
     m.insert(
         "path".to_owned(),
-        if path.is_empty() { Value::Null } else { Value::String(path.to_owned()) },
+        if path.is_empty() {
+            Value::Null
+        } else {
+            Value::String(path.to_owned())
+        },
     );
 }
 
@@ -393,7 +469,10 @@ fn service_url(m: &mut Map<String, Value>, errs: &mut FieldErrors) {
 fn route_header_key(val: &Value) -> Result<(), String> {
     let Some(s) = val.as_str() else { return Ok(()) };
     if s.eq_ignore_ascii_case("host") {
-        return Err("cannot contain 'host' header, which must be specified in the 'hosts' attribute".to_owned());
+        return Err(
+            "cannot contain 'host' header, which must be specified in the 'hosts' attribute"
+                .to_owned(),
+        );
     }
     v::header_name(val)
 }
@@ -413,29 +492,63 @@ static ROUTE: LazyLock<Schema> = LazyLock::new(|| {
                     .len_min(1)
                     .default(strs(&["http", "https"])),
             ),
-            ("methods", Field::set(Field::string().validator(v::http_method))),
-            ("hosts", Field::array(Field::string().validator(v::wildcard_host))),
+            (
+                "methods",
+                Field::set(Field::string().validator(v::http_method)),
+            ),
+            (
+                "hosts",
+                Field::array(Field::string().validator(v::wildcard_host)),
+            ),
             (
                 "paths",
                 Field::array(Field::string().validator(v::router_path)),
             ),
             (
                 "headers",
-                Field::map(Field::string().validator(route_header_key), Field::array(Field::string())),
+                Field::map(
+                    Field::string().validator(route_header_key),
+                    Field::array(Field::string()),
+                ),
             ),
             (
                 "https_redirect_status_code",
-                Field::integer().required().default(json!(426)).one_of(
-                    [426, 301, 302, 307, 308].iter().map(|n| json!(n)).collect(),
-                ),
+                Field::integer()
+                    .required()
+                    .default(json!(426))
+                    .one_of([426, 301, 302, 307, 308].iter().map(|n| json!(n)).collect()),
             ),
-            ("regex_priority", Field::integer().required().default(json!(0))),
-            ("strip_path", Field::boolean().required().default(json!(true))),
-            ("path_handling", Field::string().required().default(json!("v0")).one_of_str(&["v0", "v1"])),
-            ("preserve_host", Field::boolean().required().default(json!(false))),
-            ("request_buffering", Field::boolean().required().default(json!(true))),
-            ("response_buffering", Field::boolean().required().default(json!(true))),
-            ("snis", Field::set(Field::string().validator(v::wildcard_host))),
+            (
+                "regex_priority",
+                Field::integer().required().default(json!(0)),
+            ),
+            (
+                "strip_path",
+                Field::boolean().required().default(json!(true)),
+            ),
+            (
+                "path_handling",
+                Field::string()
+                    .required()
+                    .default(json!("v0"))
+                    .one_of_str(&["v0", "v1"]),
+            ),
+            (
+                "preserve_host",
+                Field::boolean().required().default(json!(false)),
+            ),
+            (
+                "request_buffering",
+                Field::boolean().required().default(json!(true)),
+            ),
+            (
+                "response_buffering",
+                Field::boolean().required().default(json!(true)),
+            ),
+            (
+                "snis",
+                Field::set(Field::string().validator(v::wildcard_host)),
+            ),
             ("sources", Field::set(Field::any())),
             ("destinations", Field::set(Field::any())),
             ("tags", tags()),
@@ -443,10 +556,22 @@ static ROUTE: LazyLock<Schema> = LazyLock::new(|| {
         ],
     )
     .check(EntityCheck::Custom {
-        fields: vec!["protocols", "methods", "hosts", "headers", "paths", "snis", "sources", "destinations"],
+        fields: vec![
+            "protocols",
+            "methods",
+            "hosts",
+            "headers",
+            "paths",
+            "snis",
+            "sources",
+            "destinations",
+        ],
         check: route_must_set_one_of,
     })
-    .check(EntityCheck::Custom { fields: vec!["protocols", "snis"], check: route_snis })
+    .check(EntityCheck::Custom {
+        fields: vec!["protocols", "snis"],
+        check: route_snis,
+    })
     .check(EntityCheck::Conditional {
         if_field: "protocols",
         if_match: Matcher::ElementsOneOf(vec!["grpc", "grpcs"]),
@@ -470,7 +595,11 @@ static ROUTE: LazyLock<Schema> = LazyLock::new(|| {
 fn protocols_of(rec: &Map<String, Value>) -> Vec<String> {
     rec.get("protocols")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -483,17 +612,34 @@ fn route_must_set_one_of(rec: &Map<String, Value>) -> Result<(), CheckFailure> {
         if has("https") {
             f.push("snis");
         }
-        (f, if has("https") { "https".into() } else { "http".into() })
+        (
+            f,
+            if has("https") {
+                "https".into()
+            } else {
+                "http".into()
+            },
+        )
     } else if has("grpc") || has("grpcs") {
         let mut f = vec!["hosts", "headers", "paths"];
         if has("grpcs") {
             f.push("snis");
         }
-        (f, if has("grpcs") { "grpcs".into() } else { "grpc".into() })
+        (
+            f,
+            if has("grpcs") {
+                "grpcs".into()
+            } else {
+                "grpc".into()
+            },
+        )
     } else if has("tls_passthrough") {
         (vec!["snis"], "tls_passthrough".into())
     } else {
-        (vec!["sources", "destinations", "snis"], "tcp', 'tls' or 'udp".into())
+        (
+            vec!["sources", "destinations", "snis"],
+            "tcp', 'tls' or 'udp".into(),
+        )
     };
     if fields.iter().any(|f| set(f)) {
         return Ok(());
@@ -507,7 +653,9 @@ fn route_must_set_one_of(rec: &Map<String, Value>) -> Result<(), CheckFailure> {
 
 fn route_snis(rec: &Map<String, Value>) -> Result<(), CheckFailure> {
     let protos = protocols_of(rec);
-    let tls = protos.iter().any(|p| matches!(p.as_str(), "grpcs" | "https" | "tls" | "tls_passthrough"));
+    let tls = protos
+        .iter()
+        .any(|p| matches!(p.as_str(), "grpcs" | "https" | "tls" | "tls_passthrough"));
     if !tls && rec.get("snis").is_some_and(super::is_nonempty) {
         return Err(CheckFailure::field(
             "snis",
@@ -520,25 +668,79 @@ fn route_snis(rec: &Map<String, Value>) -> Result<(), CheckFailure> {
 // ---------------------------------------------------------------------------------------------
 // Upstreams.
 
-const HASH_ON: &[&str] = &["none", "consumer", "ip", "header", "cookie", "path", "query_arg", "uri_capture"];
+const HASH_ON: &[&str] = &[
+    "none",
+    "consumer",
+    "ip",
+    "header",
+    "cookie",
+    "path",
+    "query_arg",
+    "uri_capture",
+];
 
 fn healthchecks_schema() -> Schema {
-    let statuses = |d: &[i64]| Field::array(Field::integer().between(100, 999)).required().default(nums(d));
-    let counter = || Field::integer().required().default(json!(0)).between(0, 255);
-    let interval = || Field::number().required().default(json!(0)).between(0, 65535);
+    let statuses = |d: &[i64]| {
+        Field::array(Field::integer().between(100, 999))
+            .required()
+            .default(nums(d))
+    };
+    let counter = || {
+        Field::integer()
+            .required()
+            .default(json!(0))
+            .between(0, 255)
+    };
+    let interval = || {
+        Field::number()
+            .required()
+            .default(json!(0))
+            .between(0, 65535)
+    };
     let check_type = || {
-        Field::string().required().default(json!("http")).one_of_str(&["tcp", "http", "https", "grpc", "grpcs"])
+        Field::string()
+            .required()
+            .default(json!("http"))
+            .one_of_str(&["tcp", "http", "https", "grpc", "grpcs"])
     };
     let active = Schema::new(
         "active",
         vec![
             ("type", check_type()),
-            ("timeout", Field::number().required().default(json!(1)).between(0, 65535)),
-            ("concurrency", Field::integer().required().default(json!(10)).between(1, 2_147_483_648)),
-            ("http_path", Field::string().required().default(json!("/")).starts_with("/").validator(v::plain_path)),
+            (
+                "timeout",
+                Field::number()
+                    .required()
+                    .default(json!(1))
+                    .between(0, 65535),
+            ),
+            (
+                "concurrency",
+                Field::integer()
+                    .required()
+                    .default(json!(10))
+                    .between(1, 2_147_483_648),
+            ),
+            (
+                "http_path",
+                Field::string()
+                    .required()
+                    .default(json!("/"))
+                    .starts_with("/")
+                    .validator(v::plain_path),
+            ),
             ("https_sni", Field::string().validator(v::host)),
-            ("https_verify_certificate", Field::boolean().required().default(json!(true))),
-            ("headers", Field::map(Field::string().validator(v::header_name), Field::array(Field::string()))),
+            (
+                "https_verify_certificate",
+                Field::boolean().required().default(json!(true)),
+            ),
+            (
+                "headers",
+                Field::map(
+                    Field::string().validator(v::header_name),
+                    Field::array(Field::string()),
+                ),
+            ),
             (
                 "healthy",
                 Field::record(Schema::new(
@@ -557,7 +759,10 @@ fn healthchecks_schema() -> Schema {
                     "unhealthy",
                     vec![
                         ("interval", interval()),
-                        ("http_statuses", statuses(&[429, 404, 500, 501, 502, 503, 504, 505])),
+                        (
+                            "http_statuses",
+                            statuses(&[429, 404, 500, 501, 502, 503, 504, 505]),
+                        ),
                         ("tcp_failures", counter()),
                         ("timeouts", counter()),
                         ("http_failures", counter()),
@@ -579,8 +784,8 @@ fn healthchecks_schema() -> Schema {
                         (
                             "http_statuses",
                             statuses(&[
-                                200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304, 305,
-                                306, 307, 308,
+                                200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302,
+                                303, 304, 305, 306, 307, 308,
                             ]),
                         ),
                         ("successes", counter()),
@@ -608,53 +813,97 @@ fn healthchecks_schema() -> Schema {
         vec![
             ("active", Field::record(active).required()),
             ("passive", Field::record(passive).required()),
-            ("threshold", Field::number().required().default(json!(0)).between(0, 100)),
+            (
+                "threshold",
+                Field::number().required().default(json!(0)).between(0, 100),
+            ),
         ],
     )
 }
 
 static UPSTREAM: LazyLock<Schema> = LazyLock::new(|| {
-    let cond = |if_field: &'static str, val: &str, then_field: &'static str| EntityCheck::Conditional {
-        if_field,
-        if_match: Matcher::OneOf(vec![json!(val)]),
-        then_field,
-        then_match: Matcher::Required,
-    };
+    let cond =
+        |if_field: &'static str, val: &str, then_field: &'static str| EntityCheck::Conditional {
+            if_field,
+            if_match: Matcher::OneOf(vec![json!(val)]),
+            then_field,
+            then_match: Matcher::Required,
+        };
     let mut s = Schema::new(
         "upstreams",
         vec![
             ("id", id()),
             ("created_at", ts()),
             ("updated_at", ts()),
-            ("name", Field::string().required().validator(v::upstream_name)),
+            (
+                "name",
+                Field::string().required().validator(v::upstream_name),
+            ),
             (
                 "algorithm",
-                Field::string().required().default(json!("round-robin")).one_of_str(&[
-                    "consistent-hashing",
-                    "least-connections",
-                    "round-robin",
-                    "latency",
-                ]),
+                Field::string()
+                    .required()
+                    .default(json!("round-robin"))
+                    .one_of_str(&[
+                        "consistent-hashing",
+                        "least-connections",
+                        "round-robin",
+                        "latency",
+                    ]),
             ),
-            ("hash_on", Field::string().required().default(json!("none")).one_of_str(HASH_ON)),
-            ("hash_fallback", Field::string().required().default(json!("none")).one_of_str(HASH_ON)),
+            (
+                "hash_on",
+                Field::string()
+                    .required()
+                    .default(json!("none"))
+                    .one_of_str(HASH_ON),
+            ),
+            (
+                "hash_fallback",
+                Field::string()
+                    .required()
+                    .default(json!("none"))
+                    .one_of_str(HASH_ON),
+            ),
             ("hash_on_header", Field::string().validator(v::header_name)),
-            ("hash_fallback_header", Field::string().validator(v::header_name)),
+            (
+                "hash_fallback_header",
+                Field::string().validator(v::header_name),
+            ),
             ("hash_on_cookie", Field::string()),
             (
                 "hash_on_cookie_path",
-                Field::string().required().default(json!("/")).starts_with("/").validator(v::plain_path),
+                Field::string()
+                    .required()
+                    .default(json!("/"))
+                    .starts_with("/")
+                    .validator(v::plain_path),
             ),
             ("hash_on_query_arg", Field::string().len_min(1)),
             ("hash_fallback_query_arg", Field::string().len_min(1)),
             ("hash_on_uri_capture", Field::string().len_min(1)),
             ("hash_fallback_uri_capture", Field::string().len_min(1)),
-            ("slots", Field::integer().required().default(json!(10000)).between(10, 65536)),
-            ("healthchecks", Field::record(healthchecks_schema()).required()),
+            (
+                "slots",
+                Field::integer()
+                    .required()
+                    .default(json!(10000))
+                    .between(10, 65536),
+            ),
+            (
+                "healthchecks",
+                Field::record(healthchecks_schema()).required(),
+            ),
             ("tags", tags()),
-            ("host_header", Field::string().validator(v::host_with_optional_port)),
+            (
+                "host_header",
+                Field::string().validator(v::host_with_optional_port),
+            ),
             ("client_certificate", Field::foreign("certificates")),
-            ("use_srv_name", Field::boolean().required().default(json!(false))),
+            (
+                "use_srv_name",
+                Field::boolean().required().default(json!(false)),
+            ),
         ],
     )
     .check(cond("hash_on", "header", "hash_on_header"))
@@ -662,23 +911,37 @@ static UPSTREAM: LazyLock<Schema> = LazyLock::new(|| {
     .check(cond("hash_on", "cookie", "hash_on_cookie"))
     .check(cond("hash_fallback", "cookie", "hash_on_cookie"))
     .check(cond("hash_on", "query_arg", "hash_on_query_arg"))
-    .check(cond("hash_fallback", "query_arg", "hash_fallback_query_arg"))
+    .check(cond(
+        "hash_fallback",
+        "query_arg",
+        "hash_fallback_query_arg",
+    ))
     .check(cond("hash_on", "uri_capture", "hash_on_uri_capture"))
-    .check(cond("hash_fallback", "uri_capture", "hash_fallback_uri_capture"))
+    .check(cond(
+        "hash_fallback",
+        "uri_capture",
+        "hash_fallback_uri_capture",
+    ))
     .check(EntityCheck::Conditional {
         if_field: "hash_on",
         if_match: Matcher::OneOf(vec![json!("none"), json!("cookie")]),
         then_field: "hash_fallback",
         then_match: Matcher::OneOf(vec![json!("none")]),
     })
-    .check(EntityCheck::Custom { fields: vec!["hash_on", "hash_fallback"], check: hash_distinct });
+    .check(EntityCheck::Custom {
+        fields: vec!["hash_on", "hash_fallback"],
+        check: hash_distinct,
+    });
     s.pre = Some(upstream_coupling);
     s
 });
 
 fn hash_distinct(rec: &Map<String, Value>) -> Result<(), CheckFailure> {
     let on = rec.get("hash_on").and_then(Value::as_str).unwrap_or("none");
-    let fb = rec.get("hash_fallback").and_then(Value::as_str).unwrap_or("none");
+    let fb = rec
+        .get("hash_fallback")
+        .and_then(Value::as_str)
+        .unwrap_or("none");
     if on != "none" && on == fb && !matches!(on, "header" | "query_arg" | "uri_capture") {
         return Err(CheckFailure::entity(
             "values of these fields must be distinct: 'hash_on', 'hash_fallback'",
@@ -689,7 +952,10 @@ fn hash_distinct(rec: &Map<String, Value>) -> Result<(), CheckFailure> {
 
 /// Kong's write-time coupling of `algorithm` and `hash_on`.
 fn upstream_coupling(m: &mut Map<String, Value>, _errs: &mut FieldErrors) {
-    let algo = m.get("algorithm").and_then(Value::as_str).map(str::to_owned);
+    let algo = m
+        .get("algorithm")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let hash_on = m.get("hash_on").and_then(Value::as_str).map(str::to_owned);
     match (algo.as_deref(), hash_on.as_deref()) {
         (Some("least-connections" | "latency"), _) => {
@@ -718,12 +984,22 @@ static TARGET: LazyLock<Schema> = LazyLock::new(|| {
             ("updated_at", ts_ms()),
             ("upstream", Field::foreign("upstreams").required()),
             ("target", Field::string().required().validator(v::target)),
-            ("weight", Field::integer().required().default(json!(100)).between(0, 65535)),
+            (
+                "weight",
+                Field::integer()
+                    .required()
+                    .default(json!(100))
+                    .between(0, 65535),
+            ),
             ("tags", tags()),
         ],
     );
     s.post = Some(|m| {
-        if let Some(t) = m.get("target").and_then(Value::as_str).and_then(v::normalize_target) {
+        if let Some(t) = m
+            .get("target")
+            .and_then(Value::as_str)
+            .and_then(v::normalize_target)
+        {
             m.insert("target".to_owned(), Value::String(t));
         }
     });
@@ -789,8 +1065,8 @@ static KEYAUTH: LazyLock<Schema> = LazyLock::new(|| {
 });
 
 const JWT_ALGORITHMS: &[&str] = &[
-    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384",
-    "PS512", "EdDSA",
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256",
+    "PS384", "PS512", "EdDSA",
 ];
 
 static JWT: LazyLock<Schema> = LazyLock::new(|| {
@@ -802,8 +1078,17 @@ static JWT: LazyLock<Schema> = LazyLock::new(|| {
             ("consumer", Field::foreign("consumers").required()),
             ("key", Field::string().required().auto(super::Auto::Hex32)),
             ("secret", Field::string().auto(super::Auto::Hex32)),
-            ("rsa_public_key", Field::string().validator(v::pem_public_key)),
-            ("algorithm", Field::string().required().default(json!("HS256")).one_of_str(JWT_ALGORITHMS)),
+            (
+                "rsa_public_key",
+                Field::string().validator(v::pem_public_key),
+            ),
+            (
+                "algorithm",
+                Field::string()
+                    .required()
+                    .default(json!("HS256"))
+                    .one_of_str(JWT_ALGORITHMS),
+            ),
             ("tags", tags()),
         ],
     )
@@ -834,7 +1119,10 @@ static CA_CERT: LazyLock<Schema> = LazyLock::new(|| {
         vec![
             ("id", id()),
             ("created_at", ts()),
-            ("cert", Field::string().required().validator(v::pem_certificate)),
+            (
+                "cert",
+                Field::string().required().validator(v::pem_certificate),
+            ),
             ("cert_digest", Field::string()),
             ("tags", tags()),
         ],

@@ -127,7 +127,9 @@ impl FieldErrors {
 
     /// Add a message for `field` (the first message for a field wins).
     pub fn add_field(&mut self, field: &str, msg: impl Into<String>) {
-        self.fields.entry(field.to_owned()).or_insert_with(|| ErrNode::Msg(msg.into()));
+        self.fields
+            .entry(field.to_owned())
+            .or_insert_with(|| ErrNode::Msg(msg.into()));
     }
 
     /// Put a node under `field`, merging records and lists with what is already there.
@@ -218,7 +220,11 @@ impl FieldErrors {
             }
         }
         for (k, v) in &self.fields {
-            let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let p = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
             v.flatten_brackets(&p, out);
         }
     }
@@ -253,7 +259,9 @@ impl FieldErrors {
 
 fn is_lua_ident(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 

@@ -53,11 +53,17 @@ pub struct CheckFailure {
 impl CheckFailure {
     /// One entity-level message.
     pub fn entity(msg: impl Into<String>) -> Self {
-        Self { entity: vec![msg.into()], fields: Vec::new() }
+        Self {
+            entity: vec![msg.into()],
+            fields: Vec::new(),
+        }
     }
     /// One field-level message.
     pub fn field(name: impl Into<String>, msg: impl Into<String>) -> Self {
-        Self { entity: Vec::new(), fields: vec![(name.into(), msg.into())] }
+        Self {
+            entity: Vec::new(),
+            fields: vec![(name.into(), msg.into())],
+        }
     }
 }
 
@@ -313,10 +319,12 @@ impl Matcher {
             Self::Required => !v.is_null(),
             Self::Eq(x) => x == v,
             Self::ElementsOneOf(set) => v.as_array().is_some_and(|a| {
-                a.iter().all(|e| e.as_str().is_some_and(|s| set.contains(&s)))
+                a.iter()
+                    .all(|e| e.as_str().is_some_and(|s| set.contains(&s)))
             }),
             Self::AnyElementOneOf(set) => v.as_array().is_some_and(|a| {
-                a.iter().any(|e| e.as_str().is_some_and(|s| set.contains(&s)))
+                a.iter()
+                    .any(|e| e.as_str().is_some_and(|s| set.contains(&s)))
             }),
         }
     }
@@ -366,7 +374,11 @@ impl EntityCheck {
     fn fields(&self) -> Vec<&'static str> {
         match self {
             Self::AtLeastOneOf(f) => f.clone(),
-            Self::Conditional { if_field, then_field, .. } => vec![if_field, then_field],
+            Self::Conditional {
+                if_field,
+                then_field,
+                ..
+            } => vec![if_field, then_field],
             Self::Custom { fields, .. } => fields.clone(),
         }
     }
@@ -400,7 +412,11 @@ impl fmt::Debug for Schema {
 impl Schema {
     /// A schema with the given name and fields.
     pub fn new(name: &'static str, fields: Vec<(&'static str, Field)>) -> Self {
-        Self { name, fields, ..Self::default() }
+        Self {
+            name,
+            fields,
+            ..Self::default()
+        }
     }
 
     /// Add an entity check.
@@ -423,10 +439,18 @@ impl Schema {
             return Err(errs);
         };
         let (out, errs) = self.validate_record(obj, ctx);
-        if errs.is_empty() { Ok(Value::Object(out)) } else { Err(errs) }
+        if errs.is_empty() {
+            Ok(Value::Object(out))
+        } else {
+            Err(errs)
+        }
     }
 
-    fn validate_record(&self, obj: &Map<String, Value>, ctx: &Ctx<'_>) -> (Map<String, Value>, FieldErrors) {
+    fn validate_record(
+        &self,
+        obj: &Map<String, Value>,
+        ctx: &Ctx<'_>,
+    ) -> (Map<String, Value>, FieldErrors) {
         let mut errs = FieldErrors::default();
         let mut input = obj.clone();
         if let Some(pre) = self.pre {
@@ -491,7 +515,12 @@ fn run_check(check: &EntityCheck, rec: &Map<String, Value>, errs: &mut FieldErro
                 ));
             }
         }
-        EntityCheck::Conditional { if_field, if_match, then_field, then_match } => {
+        EntityCheck::Conditional {
+            if_field,
+            if_match,
+            then_field,
+            then_match,
+        } => {
             if if_match.matches(&get(if_field)) && !then_match.matches(&get(then_field)) {
                 errs.add_field(then_field, then_match.error());
                 errs.add_entity(format!(
@@ -556,7 +585,9 @@ fn validate_value(field: &Field, value: Value, ctx: &Ctx<'_>) -> Result<Value, E
     let value = match &field.ty {
         FieldType::Any => value,
         FieldType::String => {
-            let Value::String(s) = &value else { return fail(field.ty.expected()) };
+            let Value::String(s) = &value else {
+                return fail(field.ty.expected());
+            };
             if let Some(n) = field.len_min {
                 if s.chars().count() < n {
                     return Err(ErrNode::msg(format!("length must be at least {n}")));
@@ -565,7 +596,9 @@ fn validate_value(field: &Field, value: Value, ctx: &Ctx<'_>) -> Result<Value, E
             if let Some(p) = field.starts_with {
                 if !s.starts_with(p) {
                     return Err(ErrNode::msg(
-                        field.starts_with_err.map_or_else(|| format!("should start with: {p}"), str::to_owned),
+                        field
+                            .starts_with_err
+                            .map_or_else(|| format!("should start with: {p}"), str::to_owned),
                     ));
                 }
             }
@@ -580,9 +613,13 @@ fn validate_value(field: &Field, value: Value, ctx: &Ctx<'_>) -> Result<Value, E
             value
         }
         FieldType::Integer | FieldType::Number => {
-            let Value::Number(n) = &value else { return fail(field.ty.expected()) };
+            let Value::Number(n) = &value else {
+                return fail(field.ty.expected());
+            };
             if matches!(field.ty, FieldType::Integer) && !(n.is_i64() || n.is_u64()) {
-                let is_whole = n.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15);
+                let is_whole = n
+                    .as_f64()
+                    .is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15);
                 if !is_whole {
                     return fail(field.ty.expected());
                 }
@@ -590,11 +627,15 @@ fn validate_value(field: &Field, value: Value, ctx: &Ctx<'_>) -> Result<Value, E
             if let Some((lo, hi)) = field.between {
                 let f = n.as_f64().unwrap_or(f64::NAN);
                 if !(f >= lo as f64 && f <= hi as f64) {
-                    return Err(ErrNode::msg(format!("value should be between {lo} and {hi}")));
+                    return Err(ErrNode::msg(format!(
+                        "value should be between {lo} and {hi}"
+                    )));
                 }
             }
             match (&field.ty, n.as_f64()) {
-                (FieldType::Integer, Some(f)) if !(n.is_i64() || n.is_u64()) => Value::from(f as i64),
+                (FieldType::Integer, Some(f)) if !(n.is_i64() || n.is_u64()) => {
+                    Value::from(f as i64)
+                }
                 _ => value,
             }
         }
@@ -605,7 +646,9 @@ fn validate_value(field: &Field, value: Value, ctx: &Ctx<'_>) -> Result<Value, E
             value
         }
         FieldType::Array(elem) | FieldType::Set(elem) => {
-            let Value::Array(items) = value else { return fail(field.ty.expected()) };
+            let Value::Array(items) = value else {
+                return fail(field.ty.expected());
+            };
             if let Some(n) = field.len_min {
                 if items.len() < n {
                     return Err(ErrNode::msg(format!("length must be at least {n}")));
@@ -639,7 +682,9 @@ fn validate_value(field: &Field, value: Value, ctx: &Ctx<'_>) -> Result<Value, E
             Value::Array(out)
         }
         FieldType::Map(keys, vals) => {
-            let Value::Object(m) = value else { return fail(field.ty.expected()) };
+            let Value::Object(m) = value else {
+                return fail(field.ty.expected());
+            };
             let mut out = Map::new();
             let mut errs = FieldErrors::default();
             let mut vals = (**vals).clone();
@@ -665,7 +710,9 @@ fn validate_value(field: &Field, value: Value, ctx: &Ctx<'_>) -> Result<Value, E
             Value::Object(out)
         }
         FieldType::Record(schema) => {
-            let Value::Object(m) = &value else { return fail(field.ty.expected()) };
+            let Value::Object(m) = &value else {
+                return fail(field.ty.expected());
+            };
             let (out, errs) = schema.validate_record(m, ctx);
             if !errs.is_empty() {
                 return Err(ErrNode::Record(errs));
@@ -673,7 +720,9 @@ fn validate_value(field: &Field, value: Value, ctx: &Ctx<'_>) -> Result<Value, E
             Value::Object(out)
         }
         FieldType::Foreign(_) => {
-            let Value::Object(m) = &value else { return fail(field.ty.expected()) };
+            let Value::Object(m) = &value else {
+                return fail(field.ty.expected());
+            };
             let mut errs = FieldErrors::default();
             for k in m.keys() {
                 if k != "id" {
@@ -694,7 +743,10 @@ fn validate_value(field: &Field, value: Value, ctx: &Ctx<'_>) -> Result<Value, E
     };
     if let Some(vals) = &field.one_of {
         if !vals.contains(&value) {
-            return Err(ErrNode::msg(format!("expected one of: {}", list_values(vals))));
+            return Err(ErrNode::msg(format!(
+                "expected one of: {}",
+                list_values(vals)
+            )));
         }
     }
     for v in &field.validators {
@@ -713,7 +765,10 @@ fn display_value(v: &Value) -> String {
 }
 
 fn list_values(vals: &[Value]) -> String {
-    vals.iter().map(display_value).collect::<Vec<_>>().join(", ")
+    vals.iter()
+        .map(display_value)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Validation context: the clock, the plugin registry hook and the coercion mode.
@@ -729,14 +784,21 @@ pub struct Ctx<'a> {
 
 impl fmt::Debug for Ctx<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ctx").field("now_ms", &self.now_ms).field("coerce", &self.coerce).finish_non_exhaustive()
+        f.debug_struct("Ctx")
+            .field("now_ms", &self.now_ms)
+            .field("coerce", &self.coerce)
+            .finish_non_exhaustive()
     }
 }
 
 impl<'a> Ctx<'a> {
     /// A context at `now_ms` with the given plugin registry, JSON mode (no coercion).
     pub fn new(now_ms: i64, plugins: &'a dyn PluginSchemas) -> Self {
-        Self { now_ms, plugins, coerce: false }
+        Self {
+            now_ms,
+            plugins,
+            coerce: false,
+        }
     }
 
     fn generate(&self, a: Auto) -> Value {
@@ -754,19 +816,26 @@ impl<'a> Ctx<'a> {
         if !self.coerce {
             return v.clone();
         }
-        let Value::String(s) = v else { return v.clone() };
+        let Value::String(s) = v else {
+            return v.clone();
+        };
         if s.is_empty() {
             return Value::Null;
         }
         match &field.ty {
-            FieldType::Integer => s.parse::<i64>().map(Value::from).unwrap_or_else(|_| v.clone()),
+            FieldType::Integer => s
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| v.clone()),
             FieldType::Number => s
                 .parse::<f64>()
                 .ok()
                 .and_then(serde_json::Number::from_f64)
                 .map(|n| {
                     if n.as_f64().is_some_and(|f| f.fract() == 0.0) {
-                        s.parse::<i64>().map(Value::from).unwrap_or(Value::Number(n))
+                        s.parse::<i64>()
+                            .map(Value::from)
+                            .unwrap_or(Value::Number(n))
                     } else {
                         Value::Number(n)
                     }

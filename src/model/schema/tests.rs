@@ -25,7 +25,9 @@ fn msg(kind: EntityKind, v: Value) -> String {
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
         }
@@ -34,7 +36,10 @@ fn same(a: &Value, b: &Value) -> bool {
 }
 
 fn assert_json(actual: &Value, expected: &Value) {
-    assert!(same(actual, expected), "actual:\n{actual:#}\nexpected:\n{expected:#}");
+    assert!(
+        same(actual, expected),
+        "actual:\n{actual:#}\nexpected:\n{expected:#}"
+    );
 }
 
 const ID: &str = "3d1a5f3e-4b51-4c5c-9d5b-8b7a0f2b1c11";
@@ -64,17 +69,36 @@ fn generated_id_is_v4() {
 #[test]
 fn service_url_shorthand() {
     let cases = [
-        ("https://api.example.com/v2", "https", "api.example.com", 443, Some("/v2")),
-        ("http://orders.internal:8080/api", "http", "orders.internal", 8080, Some("/api")),
+        (
+            "https://api.example.com/v2",
+            "https",
+            "api.example.com",
+            443,
+            Some("/v2"),
+        ),
+        (
+            "http://orders.internal:8080/api",
+            "http",
+            "orders.internal",
+            8080,
+            Some("/api"),
+        ),
         ("http://example.com", "http", "example.com", 80, None),
         ("example.com:443", "https", "example.com", 443, None),
         ("example.com", "http", "example.com", 80, None),
         ("grpcs://g.example.com", "grpcs", "g.example.com", 443, None),
         ("http://[::1]:9000/x?q=1", "http", "::1", 9000, Some("/x")),
-        ("https://h.example.com:8443/", "https", "h.example.com", 8443, Some("/")),
+        (
+            "https://h.example.com:8443/",
+            "https",
+            "h.example.com",
+            8443,
+            Some("/"),
+        ),
     ];
     for (url, proto, host, port, path) in cases {
-        let s = validate_service(&json!({"url": url}), &ctx()).unwrap_or_else(|e| panic!("{url}: {}", e.message()));
+        let s = validate_service(&json!({"url": url}), &ctx())
+            .unwrap_or_else(|e| panic!("{url}: {}", e.message()));
         assert_eq!(s.protocol.as_str(), proto, "{url}");
         assert_eq!(s.host, host, "{url}");
         assert_eq!(s.port, port, "{url}");
@@ -82,7 +106,10 @@ fn service_url_shorthand() {
         let out = serde_json::to_value(&s).unwrap();
         assert!(out.get("url").is_none());
     }
-    assert_eq!(msg(EntityKind::Services, json!({"url": "http:///x"})), "schema violation (host: required field missing)");
+    assert_eq!(
+        msg(EntityKind::Services, json!({"url": "http:///x"})),
+        "schema violation (host: required field missing)"
+    );
     assert_eq!(
         msg(EntityKind::Services, json!({"url": 5, "host": "a.com"})),
         "schema violation (url: expected a string)"
@@ -94,20 +121,62 @@ fn service_errors() {
     use EntityKind::Services as S;
     let cases: Vec<(Value, &str)> = vec![
         (json!({}), "schema violation (host: required field missing)"),
-        (json!({"host": "a.com", "port": 70000}), "schema violation (port: value should be between 0 and 65535)"),
-        (json!({"host": "a.com:80"}), "schema violation (host: must not have a port)"),
-        (json!({"host": "a b"}), "schema violation (host: invalid value: a b)"),
-        (json!({"host": "a.com", "path": "api"}), "schema violation (path: should start with: /)"),
-        (json!({"host": "a.com", "path": "/a//b"}), "schema violation (path: must not have empty segments)"),
-        (json!({"host": "a.com", "retries": 40000}), "schema violation (retries: value should be between 0 and 32767)"),
-        (json!({"host": "a.com", "read_timeout": 0}), "schema violation (read_timeout: value should be between 1 and 2147483646)"),
-        (json!({"host": "a.com", "port": "80"}), "schema violation (port: expected an integer)"),
-        (json!({"host": "a.com", "port": 80.5}), "schema violation (port: expected an integer)"),
-        (json!({"host": "a.com", "enabled": "yes"}), "schema violation (enabled: expected a boolean)"),
-        (json!({"host": "a.com", "foo": 1}), "schema violation (foo: unknown field)"),
-        (json!({"host": "a.com", "id": "nope"}), "schema violation (id: expected a valid UUID)"),
-        (json!({"host": "a.com", "tags": "x"}), "schema violation (tags: expected a set)"),
-        (json!({"host": "a.com", "protocol": "ftp"}), "schema violation (protocol: expected one of: grpc, grpcs, http, https, tcp, tls, tls_passthrough, udp)"),
+        (
+            json!({"host": "a.com", "port": 70000}),
+            "schema violation (port: value should be between 0 and 65535)",
+        ),
+        (
+            json!({"host": "a.com:80"}),
+            "schema violation (host: must not have a port)",
+        ),
+        (
+            json!({"host": "a b"}),
+            "schema violation (host: invalid value: a b)",
+        ),
+        (
+            json!({"host": "a.com", "path": "api"}),
+            "schema violation (path: should start with: /)",
+        ),
+        (
+            json!({"host": "a.com", "path": "/a//b"}),
+            "schema violation (path: must not have empty segments)",
+        ),
+        (
+            json!({"host": "a.com", "retries": 40000}),
+            "schema violation (retries: value should be between 0 and 32767)",
+        ),
+        (
+            json!({"host": "a.com", "read_timeout": 0}),
+            "schema violation (read_timeout: value should be between 1 and 2147483646)",
+        ),
+        (
+            json!({"host": "a.com", "port": "80"}),
+            "schema violation (port: expected an integer)",
+        ),
+        (
+            json!({"host": "a.com", "port": 80.5}),
+            "schema violation (port: expected an integer)",
+        ),
+        (
+            json!({"host": "a.com", "enabled": "yes"}),
+            "schema violation (enabled: expected a boolean)",
+        ),
+        (
+            json!({"host": "a.com", "foo": 1}),
+            "schema violation (foo: unknown field)",
+        ),
+        (
+            json!({"host": "a.com", "id": "nope"}),
+            "schema violation (id: expected a valid UUID)",
+        ),
+        (
+            json!({"host": "a.com", "tags": "x"}),
+            "schema violation (tags: expected a set)",
+        ),
+        (
+            json!({"host": "a.com", "protocol": "ftp"}),
+            "schema violation (protocol: expected one of: grpc, grpcs, http, https, tcp, tls, tls_passthrough, udp)",
+        ),
         (
             json!({"host": "a.com", "name": "my svc"}),
             "schema violation (name: invalid value 'my svc': the only accepted ascii characters are alphanumerics or ., -, _, and ~)",
@@ -124,14 +193,23 @@ fn service_errors() {
             json!({"port": 99999, "retries": -1}),
             "3 schema violations (host: required field missing; port: value should be between 0 and 65535; retries: value should be between 0 and 32767)",
         ),
-        (json!({"host": "a.com", "tags": ["a", "b,c"]}), "schema violation (tags.2: invalid tag 'b,c': expected printable ascii (except `,` and `/`) or valid utf-8 sequences)"),
+        (
+            json!({"host": "a.com", "tags": ["a", "b,c"]}),
+            "schema violation (tags.2: invalid tag 'b,c': expected printable ascii (except `,` and `/`) or valid utf-8 sequences)",
+        ),
     ];
     for (input, expected) in cases {
         assert_eq!(msg(S, input.clone()), expected, "input {input}");
     }
     assert!(validate_service(&json!({"host": "ñandú.example", "name": "café~1"}), &ctx()).is_err());
     assert!(validate_service(&json!({"host": "10.0.0.1", "name": "café~1.x_y-z"}), &ctx()).is_ok());
-    assert!(validate_service(&json!({"host": "a.com", "protocol": "https", "tls_verify": true}), &ctx()).is_ok());
+    assert!(
+        validate_service(
+            &json!({"host": "a.com", "protocol": "https", "tls_verify": true}),
+            &ctx()
+        )
+        .is_ok()
+    );
 }
 
 #[test]
@@ -147,9 +225,18 @@ fn field_errors_json_and_message() {
                "message": "2 schema violations (host: required field missing; port: value should be between 0 and 65535)",
                "fields": {"host": "required field missing", "port": "value should be between 0 and 65535"}})
     );
-    let e = err_of(EntityKind::Routes, json!({"protocols": ["http"], "paths": ["/ok", "bad"]}));
-    assert_eq!(e.to_json(), json!({"paths": [null, "should start with: / (or ~ for a regex)"]}));
-    assert_eq!(e.message(), "schema violation (paths.2: should start with: / (or ~ for a regex))");
+    let e = err_of(
+        EntityKind::Routes,
+        json!({"protocols": ["http"], "paths": ["/ok", "bad"]}),
+    );
+    assert_eq!(
+        e.to_json(),
+        json!({"paths": [null, "should start with: / (or ~ for a regex)"]})
+    );
+    assert_eq!(
+        e.message(),
+        "schema violation (paths.2: should start with: / (or ~ for a regex))"
+    );
     let e = err_of(EntityKind::Consumers, json!({}));
     assert_eq!(
         e.to_json(),
@@ -160,7 +247,11 @@ fn field_errors_json_and_message() {
 
 #[test]
 fn route_defaults_match_kong() {
-    let r = validate_route(&json!({"id": ID, "paths": ["/orders"], "service": {"id": ID2}}), &ctx()).unwrap();
+    let r = validate_route(
+        &json!({"id": ID, "paths": ["/orders"], "service": {"id": ID2}}),
+        &ctx(),
+    )
+    .unwrap();
     assert_json(
         &serde_json::to_value(&r).unwrap(),
         &json!({
@@ -178,25 +269,70 @@ fn route_defaults_match_kong() {
 fn route_errors() {
     use EntityKind::Routes as R;
     let cases: Vec<(Value, &str)> = vec![
-        (json!({}), "schema violation (must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https')"),
-        (json!({"protocols": ["http"]}), "schema violation (must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is 'http')"),
-        (json!({"paths": ["orders"]}), "schema violation (paths.1: should start with: / (or ~ for a regex))"),
-        (json!({"paths": ["/a/../b"]}), "schema violation (paths.1: non-normalized path, consider use '/b' instead)"),
-        (json!({"paths": ["/%7Euser"]}), "schema violation (paths.1: non-normalized path, consider use '/~user' instead)"),
-        (json!({"paths": ["/a//b"]}), "schema violation (paths.1: must not have empty segments)"),
-        (json!({"hosts": ["a.*.com"]}), "schema violation (hosts.1: wildcard must be leftmost or rightmost character)"),
-        (json!({"hosts": ["*.a.*"]}), "schema violation (hosts.1: only one wildcard must be specified)"),
-        (json!({"hosts": ["a b"]}), "schema violation (hosts.1: invalid value: a b)"),
+        (
+            json!({}),
+            "schema violation (must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https')",
+        ),
+        (
+            json!({"protocols": ["http"]}),
+            "schema violation (must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is 'http')",
+        ),
+        (
+            json!({"paths": ["orders"]}),
+            "schema violation (paths.1: should start with: / (or ~ for a regex))",
+        ),
+        (
+            json!({"paths": ["/a/../b"]}),
+            "schema violation (paths.1: non-normalized path, consider use '/b' instead)",
+        ),
+        (
+            json!({"paths": ["/%7Euser"]}),
+            "schema violation (paths.1: non-normalized path, consider use '/~user' instead)",
+        ),
+        (
+            json!({"paths": ["/a//b"]}),
+            "schema violation (paths.1: must not have empty segments)",
+        ),
+        (
+            json!({"hosts": ["a.*.com"]}),
+            "schema violation (hosts.1: wildcard must be leftmost or rightmost character)",
+        ),
+        (
+            json!({"hosts": ["*.a.*"]}),
+            "schema violation (hosts.1: only one wildcard must be specified)",
+        ),
+        (
+            json!({"hosts": ["a b"]}),
+            "schema violation (hosts.1: invalid value: a b)",
+        ),
         (
             json!({"headers": {"Host": ["x"]}}),
             "schema violation (headers.Host: cannot contain 'host' header, which must be specified in the 'hosts' attribute)",
         ),
-        (json!({"paths": ["/"], "https_redirect_status_code": 300}), "schema violation (https_redirect_status_code: expected one of: 426, 301, 302, 307, 308)"),
-        (json!({"paths": ["/"], "path_handling": "v2"}), "schema violation (path_handling: expected one of: v0, v1)"),
-        (json!({"paths": ["/"], "protocols": []}), "schema violation (protocols: length must be at least 1)"),
-        (json!({"paths": ["/"], "methods": ["get"]}), "schema violation (methods.1: invalid value: get)"),
-        (json!({"paths": ["/"], "service": {"id": "x"}}), "schema violation (service.id: expected a valid UUID)"),
-        (json!({"paths": ["/"], "service": "svc"}), "schema violation (service: expected a record)"),
+        (
+            json!({"paths": ["/"], "https_redirect_status_code": 300}),
+            "schema violation (https_redirect_status_code: expected one of: 426, 301, 302, 307, 308)",
+        ),
+        (
+            json!({"paths": ["/"], "path_handling": "v2"}),
+            "schema violation (path_handling: expected one of: v0, v1)",
+        ),
+        (
+            json!({"paths": ["/"], "protocols": []}),
+            "schema violation (protocols: length must be at least 1)",
+        ),
+        (
+            json!({"paths": ["/"], "methods": ["get"]}),
+            "schema violation (methods.1: invalid value: get)",
+        ),
+        (
+            json!({"paths": ["/"], "service": {"id": "x"}}),
+            "schema violation (service.id: expected a valid UUID)",
+        ),
+        (
+            json!({"paths": ["/"], "service": "svc"}),
+            "schema violation (service: expected a record)",
+        ),
         (
             json!({"paths": ["/"], "protocols": ["grpc"]}),
             "2 schema violations (failed conditional validation given value of field 'protocols'; strip_path: value must be false)",
@@ -210,7 +346,10 @@ fn route_errors() {
         assert_eq!(msg(R, input.clone()), expected, "input {input}");
     }
     let e = msg(R, json!({"paths": ["~/api/(?<v>[0-9]+"]}));
-    assert!(e.starts_with("schema violation (paths.1: invalid regex: '/api/(?<v>[0-9]+'"), "{e}");
+    assert!(
+        e.starts_with("schema violation (paths.1: invalid regex: '/api/(?<v>[0-9]+'"),
+        "{e}"
+    );
     for ok in [
         json!({"paths": ["~/api/(?<version>v[0-9]+)/x$"]}),
         json!({"paths": ["/orders/", "/"]}),
@@ -267,26 +406,49 @@ fn upstream_defaults_match_kong() {
     assert!((u.healthchecks.active.healthy.interval - 5.0).abs() < f64::EPSILON);
     assert_eq!(u.healthchecks.active.healthy.successes, 1);
     assert_eq!(u.healthchecks.active.healthy.http_statuses, vec![200, 302]);
-    assert_eq!(u.healthchecks.passive.unhealthy.http_statuses, vec![429, 500, 503]);
+    assert_eq!(
+        u.healthchecks.passive.unhealthy.http_statuses,
+        vec![429, 500, 503]
+    );
 }
 
 #[test]
 fn upstream_coupling_and_errors() {
     let u = validate_upstream(&json!({"name": "u", "hash_on": "ip"}), &ctx()).unwrap();
     assert_eq!(u.algorithm, crate::model::Algorithm::ConsistentHashing);
-    let u = validate_upstream(&json!({"name": "u", "hash_on": "none", "algorithm": "consistent-hashing"}), &ctx()).unwrap();
+    let u = validate_upstream(
+        &json!({"name": "u", "hash_on": "none", "algorithm": "consistent-hashing"}),
+        &ctx(),
+    )
+    .unwrap();
     assert_eq!(u.algorithm, crate::model::Algorithm::RoundRobin);
-    let u = validate_upstream(&json!({"name": "u", "hash_on": "ip", "algorithm": "least-connections"}), &ctx()).unwrap();
+    let u = validate_upstream(
+        &json!({"name": "u", "hash_on": "ip", "algorithm": "least-connections"}),
+        &ctx(),
+    )
+    .unwrap();
     assert_eq!(u.hash_on, crate::model::HashOn::None);
     assert_eq!(u.algorithm, crate::model::Algorithm::LeastConnections);
 
     use EntityKind::Upstreams as U;
     let cases: Vec<(Value, &str)> = vec![
         (json!({}), "schema violation (name: required field missing)"),
-        (json!({"name": "10.0.0.1"}), "schema violation (name: Invalid name ('10.0.0.1'); no ip addresses allowed)"),
-        (json!({"name": "u:80"}), "schema violation (name: Invalid name ('u:80'); no port allowed)"),
-        (json!({"name": "a b"}), "schema violation (name: Invalid name ('a b'); must be a valid hostname)"),
-        (json!({"name": "u", "slots": 5}), "schema violation (slots: value should be between 10 and 65536)"),
+        (
+            json!({"name": "10.0.0.1"}),
+            "schema violation (name: Invalid name ('10.0.0.1'); no ip addresses allowed)",
+        ),
+        (
+            json!({"name": "u:80"}),
+            "schema violation (name: Invalid name ('u:80'); no port allowed)",
+        ),
+        (
+            json!({"name": "a b"}),
+            "schema violation (name: Invalid name ('a b'); must be a valid hostname)",
+        ),
+        (
+            json!({"name": "u", "slots": 5}),
+            "schema violation (slots: value should be between 10 and 65536)",
+        ),
         (
             json!({"name": "u", "hash_on": "header"}),
             "2 schema violations (failed conditional validation given value of field 'hash_on'; hash_on_header: required field missing)",
@@ -303,13 +465,22 @@ fn upstream_coupling_and_errors() {
             json!({"name": "u", "healthchecks": {"active": {"healthy": {"successes": 300}}, "threshold": 101}}),
             "2 schema violations (healthchecks.active.healthy.successes: value should be between 0 and 255; healthchecks.threshold: value should be between 0 and 100)",
         ),
-        (json!({"name": "u", "healthchecks": {"bogus": 1}}), "schema violation (healthchecks.bogus: unknown field)"),
-        (json!({"name": "u", "healthchecks": null}), "schema violation (healthchecks: required field missing)"),
+        (
+            json!({"name": "u", "healthchecks": {"bogus": 1}}),
+            "schema violation (healthchecks.bogus: unknown field)",
+        ),
+        (
+            json!({"name": "u", "healthchecks": null}),
+            "schema violation (healthchecks: required field missing)",
+        ),
     ];
     for (input, expected) in cases {
         assert_eq!(msg(U, input.clone()), expected, "input {input}");
     }
-    let e = err_of(U, json!({"name": "u", "healthchecks": {"active": {"healthy": {"successes": 300}}}}));
+    let e = err_of(
+        U,
+        json!({"name": "u", "healthchecks": {"active": {"healthy": {"successes": 300}}}}),
+    );
     assert_eq!(
         e.to_json(),
         json!({"healthchecks": {"active": {"healthy": {"successes": "value should be between 0 and 255"}}}})
@@ -318,7 +489,11 @@ fn upstream_coupling_and_errors() {
 
 #[test]
 fn target_defaults_and_normalization() {
-    let t = validate_target(&json!({"id": ID, "upstream": {"id": ID2}, "target": "10.0.0.11"}), &ctx()).unwrap();
+    let t = validate_target(
+        &json!({"id": ID, "upstream": {"id": ID2}, "target": "10.0.0.11"}),
+        &ctx(),
+    )
+    .unwrap();
     assert_json(
         &serde_json::to_value(&t).unwrap(),
         &json!({"id": ID, "upstream": {"id": ID2}, "target": "10.0.0.11:8000", "weight": 100,
@@ -332,7 +507,8 @@ fn target_defaults_and_normalization() {
         ("[fe80::1]:9000", "[fe80::1]:9000"),
         ("10.0.0.11:8080", "10.0.0.11:8080"),
     ] {
-        let t = validate_target(&json!({"upstream": {"id": ID2}, "target": input}), &ctx()).unwrap();
+        let t =
+            validate_target(&json!({"upstream": {"id": ID2}, "target": input}), &ctx()).unwrap();
         assert_eq!(t.target, norm);
     }
     assert_eq!(
@@ -340,7 +516,10 @@ fn target_defaults_and_normalization() {
         "2 schema violations (target: Invalid target ('a b'); not a valid hostname or ip address; upstream: required field missing)"
     );
     assert_eq!(
-        msg(EntityKind::Targets, json!({"upstream": {"id": ID2}, "target": "a", "weight": 70000})),
+        msg(
+            EntityKind::Targets,
+            json!({"upstream": {"id": ID2}, "target": "a", "weight": 70000})
+        ),
         "schema violation (weight: value should be between 0 and 65535)"
     );
 }
@@ -356,12 +535,16 @@ fn consumer_rules() {
     assert!(validate_consumer(&json!({"custom_id": "42"}), &ctx()).is_ok());
     let expected = "schema violation (at least one of these fields must be non-empty: 'custom_id', 'username')";
     assert_eq!(msg(EntityKind::Consumers, json!({})), expected);
-    assert_eq!(msg(EntityKind::Consumers, json!({"username": ""})), expected);
+    assert_eq!(
+        msg(EntityKind::Consumers, json!({"username": ""})),
+        expected
+    );
 }
 
 #[test]
 fn keyauth_credentials() {
-    let k = validate_keyauth_credential(&json!({"id": ID, "consumer": {"id": ID2}}), &ctx()).unwrap();
+    let k =
+        validate_keyauth_credential(&json!({"id": ID, "consumer": {"id": ID2}}), &ctx()).unwrap();
     assert_eq!(k.key.len(), 32);
     assert!(k.key.chars().all(|c| c.is_ascii_alphanumeric()));
     assert_json(
@@ -370,7 +553,8 @@ fn keyauth_credentials() {
                 "created_at": 1_700_000_000}),
     );
     let long = "k".repeat(2000);
-    let k = validate_keyauth_credential(&json!({"consumer": {"id": ID2}, "key": long}), &ctx()).unwrap();
+    let k = validate_keyauth_credential(&json!({"consumer": {"id": ID2}, "key": long}), &ctx())
+        .unwrap();
     assert_eq!(k.key.len(), 2000);
     assert_eq!(
         msg(EntityKind::KeyauthCredentials, json!({"key": "x"})),
@@ -378,7 +562,8 @@ fn keyauth_credentials() {
     );
 }
 
-const PEM: &str = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n";
+const PEM: &str =
+    "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n";
 
 #[test]
 fn jwt_secrets() {
@@ -391,8 +576,11 @@ fn jwt_secrets() {
                 "rsa_public_key": null, "algorithm": "HS256", "tags": null, "created_at": 1_700_000_000}),
     );
     for alg in ["HS384", "HS512", "RS256", "ES512", "PS384", "EdDSA"] {
-        validate_jwt_secret(&json!({"consumer": {"id": ID2}, "algorithm": alg, "rsa_public_key": PEM}), &ctx())
-            .unwrap_or_else(|e| panic!("{alg}: {}", e.message()));
+        validate_jwt_secret(
+            &json!({"consumer": {"id": ID2}, "algorithm": alg, "rsa_public_key": PEM}),
+            &ctx(),
+        )
+        .unwrap_or_else(|e| panic!("{alg}: {}", e.message()));
     }
     use EntityKind::JwtSecrets as J;
     assert_eq!(
@@ -404,7 +592,10 @@ fn jwt_secrets() {
         "2 schema violations (failed conditional validation given value of field 'algorithm'; rsa_public_key: required field missing)"
     );
     assert_eq!(
-        msg(J, json!({"consumer": {"id": ID2}, "algorithm": "RS256", "rsa_public_key": "nope"})),
+        msg(
+            J,
+            json!({"consumer": {"id": ID2}, "algorithm": "RS256", "rsa_public_key": "nope"})
+        ),
         "schema violation (rsa_public_key: invalid key)"
     );
 }
@@ -415,7 +606,10 @@ fn plugins_hook() {
         msg(EntityKind::Plugins, json!({"name": "cors"})),
         "schema violation (name: plugin 'cors' not enabled; add it to the 'plugins' configuration property)"
     );
-    assert_eq!(msg(EntityKind::Plugins, json!({})), "schema violation (name: required field missing)");
+    assert_eq!(
+        msg(EntityKind::Plugins, json!({})),
+        "schema violation (name: required field missing)"
+    );
 
     struct Reg;
     impl PluginSchemas for Reg {
@@ -425,7 +619,13 @@ fn plugins_hook() {
                     "config",
                     vec![
                         ("minute", Field::integer()),
-                        ("policy", Field::string().required().default(json!("local")).one_of_str(&["local", "redis"])),
+                        (
+                            "policy",
+                            Field::string()
+                                .required()
+                                .default(json!("local"))
+                                .one_of_str(&["local", "redis"]),
+                        ),
                     ],
                 ))
                 .required()
@@ -437,7 +637,11 @@ fn plugins_hook() {
     }
     let reg = Reg;
     let c = Ctx::new(NOW_MS, &reg);
-    let p = validate_plugin(&json!({"id": ID, "name": "rate-limiting", "config": {"minute": 5}}), &c).unwrap();
+    let p = validate_plugin(
+        &json!({"id": ID, "name": "rate-limiting", "config": {"minute": 5}}),
+        &c,
+    )
+    .unwrap();
     assert_json(
         &serde_json::to_value(&p).unwrap(),
         &json!({"id": ID, "name": "rate-limiting", "instance_name": null, "route": null, "service": null,
@@ -445,16 +649,33 @@ fn plugins_hook() {
                 "protocols": ["grpc", "grpcs", "http", "https"], "enabled": true, "ordering": null,
                 "tags": null, "created_at": 1_700_000_000, "updated_at": 1_700_000_000}),
     );
-    let e = validate_plugin(&json!({"name": "rate-limiting", "config": {"minute": "x", "nope": 1}}), &c).unwrap_err();
-    assert_eq!(e.message(), "2 schema violations (config.minute: expected an integer; config.nope: unknown field)");
-    let e = validate_plugin(&json!({"name": "rate-limiting", "consumer": {"id": ID2}}), &c).unwrap_err();
-    assert_eq!(e.message(), "schema violation (consumer: value must be null)");
+    let e = validate_plugin(
+        &json!({"name": "rate-limiting", "config": {"minute": "x", "nope": 1}}),
+        &c,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.message(),
+        "2 schema violations (config.minute: expected an integer; config.nope: unknown field)"
+    );
+    let e = validate_plugin(
+        &json!({"name": "rate-limiting", "consumer": {"id": ID2}}),
+        &c,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.message(),
+        "schema violation (consumer: value must be null)"
+    );
 }
 
 #[test]
 fn acl_and_ca_certificate() {
     assert!(validate_acl(&json!({"consumer": {"id": ID2}, "group": "admins"}), &ctx()).is_ok());
-    assert_eq!(msg(EntityKind::Acls, json!({"consumer": {"id": ID2}})), "schema violation (group: required field missing)");
+    assert_eq!(
+        msg(EntityKind::Acls, json!({"consumer": {"id": ID2}})),
+        "schema violation (group: required field missing)"
+    );
     let pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n";
     assert!(validate_ca_certificate(&json!({"cert": pem}), &ctx()).is_ok());
     assert!(validate_ca_certificate(&json!({"cert": "x"}), &ctx()).is_err());

@@ -7,14 +7,20 @@ use serde_json::Value;
 
 /// `n` random ASCII alphanumerics.
 pub fn random_alnum(n: usize) -> String {
-    rand::rng().sample_iter(rand::distr::Alphanumeric).take(n).map(char::from).collect()
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(n)
+        .map(char::from)
+        .collect()
 }
 
 /// Kong's name charset (services, routes, plugin instance names): ASCII alphanumerics, `.`, `-`,
 /// `_`, `~`, and any non-ASCII UTF-8.
 pub fn name(v: &Value) -> Result<(), String> {
     let Some(s) = v.as_str() else { return Ok(()) };
-    if s.chars().all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~')) {
+    if s.chars()
+        .all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~'))
+    {
         Ok(())
     } else {
         Err(format!(
@@ -57,7 +63,8 @@ pub enum HostError {
 fn is_hostname(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         && !s.starts_with('.')
         && !s.contains("..")
 }
@@ -78,21 +85,37 @@ pub fn parse_host_port(s: &str) -> Result<HostPort, HostError> {
             "" => None,
             p => Some(parse_port(p.strip_prefix(':').ok_or(HostError::Invalid)?)?),
         };
-        return Ok(HostPort { host: ip.to_string(), kind: HostKind::Ipv6, port });
+        return Ok(HostPort {
+            host: ip.to_string(),
+            kind: HostKind::Ipv6,
+            port,
+        });
     }
     if s.matches(':').count() > 1 {
         let ip: Ipv6Addr = s.parse().map_err(|_| HostError::Invalid)?;
-        return Ok(HostPort { host: ip.to_string(), kind: HostKind::Ipv6, port: None });
+        return Ok(HostPort {
+            host: ip.to_string(),
+            kind: HostKind::Ipv6,
+            port: None,
+        });
     }
     let (host, port) = match s.split_once(':') {
         Some((h, p)) => (h, Some(parse_port(p)?)),
         None => (s, None),
     };
     if host.parse::<Ipv4Addr>().is_ok() {
-        return Ok(HostPort { host: host.to_owned(), kind: HostKind::Ipv4, port });
+        return Ok(HostPort {
+            host: host.to_owned(),
+            kind: HostKind::Ipv4,
+            port,
+        });
     }
     if is_hostname(host) {
-        Ok(HostPort { host: host.to_ascii_lowercase(), kind: HostKind::Name, port })
+        Ok(HostPort {
+            host: host.to_ascii_lowercase(),
+            kind: HostKind::Name,
+            port,
+        })
     } else {
         Err(HostError::Invalid)
     }
@@ -145,7 +168,11 @@ pub fn wildcard_host(v: &Value) -> Result<(), String> {
         None => mock,
     };
     host_with_optional_port(&Value::String(mock)).map_err(|e| {
-        if e.starts_with("invalid value") { format!("invalid value: {s}") } else { e }
+        if e.starts_with("invalid value") {
+            format!("invalid value: {s}")
+        } else {
+            e
+        }
     })
 }
 
@@ -167,7 +194,9 @@ pub fn target(v: &Value) -> Result<(), String> {
     let Some(s) = v.as_str() else { return Ok(()) };
     match parse_host_port(s) {
         Ok(_) => Ok(()),
-        Err(_) => Err(format!("Invalid target ('{s}'); not a valid hostname or ip address")),
+        Err(_) => Err(format!(
+            "Invalid target ('{s}'); not a valid hostname or ip address"
+        )),
     }
 }
 
@@ -184,10 +213,15 @@ pub fn normalize_target(s: &str) -> Option<String> {
 /// HTTP header names.
 pub fn header_name(v: &Value) -> Result<(), String> {
     let Some(s) = v.as_str() else { return Ok(()) };
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         Ok(())
     } else {
-        Err(format!("bad header name '{s}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"))
+        Err(format!(
+            "bad header name '{s}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"
+        ))
     }
 }
 
@@ -277,7 +311,13 @@ pub fn router_path(v: &Value) -> Result<(), String> {
         return match regex::Regex::new(re) {
             Ok(_) => Ok(()),
             Err(e) => {
-                let detail = e.to_string().lines().last().unwrap_or_default().trim().to_owned();
+                let detail = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
                 Err(format!("invalid regex: '{re}' ({detail})"))
             }
         };
@@ -295,13 +335,21 @@ pub fn router_path(v: &Value) -> Result<(), String> {
 /// Service paths and other plain paths: no empty segments.
 pub fn plain_path(v: &Value) -> Result<(), String> {
     let Some(s) = v.as_str() else { return Ok(()) };
-    if s.contains("//") { Err("must not have empty segments".to_owned()) } else { Ok(()) }
+    if s.contains("//") {
+        Err("must not have empty segments".to_owned())
+    } else {
+        Ok(())
+    }
 }
 
 /// PEM public keys (jwt `rsa_public_key`): a PEM block whose body is base64.
 pub fn pem_public_key(v: &Value) -> Result<(), String> {
     let Some(s) = v.as_str() else { return Ok(()) };
-    if pem_body(s, "PUBLIC KEY").is_some() { Ok(()) } else { Err("invalid key".to_owned()) }
+    if pem_body(s, "PUBLIC KEY").is_some() {
+        Ok(())
+    } else {
+        Err("invalid key".to_owned())
+    }
 }
 
 /// PEM certificates.
@@ -310,7 +358,10 @@ pub fn pem_certificate(v: &Value) -> Result<(), String> {
     if pem_body(s, "CERTIFICATE").is_some() {
         Ok(())
     } else {
-        Err("invalid certificate: x509.new: error:0680007B:asn1 encoding routines::header too long".to_owned())
+        Err(
+            "invalid certificate: x509.new: error:0680007B:asn1 encoding routines::header too long"
+                .to_owned(),
+        )
     }
 }
 
@@ -324,7 +375,12 @@ fn pem_body(s: &str, label_suffix: &str) -> Option<Vec<u8>> {
     }
     let end_marker = format!("-----END {label}-----");
     let body_end = rest.find(&end_marker)?;
-    let body: String = rest[..body_end].chars().filter(|c| !c.is_whitespace()).collect();
-    let der = base64::engine::general_purpose::STANDARD.decode(body).ok()?;
+    let body: String = rest[..body_end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()?;
     (!der.is_empty()).then_some(der)
 }
