@@ -413,10 +413,10 @@ impl Index {
     }
 
     fn resolve(&self, kind: EntityKind, reference: &str) -> Option<Uuid> {
-        if let Ok(id) = Uuid::parse_str(reference) {
-            if self.ids.get(&kind).is_some_and(|ids| ids.contains(&id)) {
-                return Some(id);
-            }
+        if let Ok(id) = Uuid::parse_str(reference)
+            && self.ids.get(&kind).is_some_and(|ids| ids.contains(&id))
+        {
+            return Some(id);
         }
         self.keys.get(&(kind, reference.to_owned())).copied()
     }
@@ -449,13 +449,13 @@ fn resolve_refs(raws: &mut [Raw], i: usize, index: &Index, errs: &mut FieldError
         .parent
         .and_then(|p| raws[p].id.map(|id| (raws[p].kind, id)));
     for (field, target) in foreign_fields(kind) {
-        if let Some((pkind, pid)) = parent {
-            if pkind == *target {
-                raws[i]
-                    .obj
-                    .insert((*field).to_owned(), json!({ "id": pid.to_string() }));
-                continue;
-            }
+        if let Some((pkind, pid)) = parent
+            && pkind == *target
+        {
+            raws[i]
+                .obj
+                .insert((*field).to_owned(), json!({ "id": pid.to_string() }));
+            continue;
         }
         let reference = match raws[i].obj.get(*field) {
             None | Some(Value::Null) => continue,

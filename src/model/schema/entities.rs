@@ -111,8 +111,9 @@ impl PluginSchemas for NoPlugins {
     }
 }
 
-/// Any validated entity.
+/// Any validated entity (short-lived: unpacked into a `Config` or a store right away).
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Validated {
     /// A service.
     Service(Service),

@@ -491,10 +491,10 @@ impl Schema {
             }
             run_check(check, &out, &mut errs);
         }
-        if errs.is_empty() {
-            if let Some(post) = self.post {
-                post(&mut out);
-            }
+        if errs.is_empty()
+            && let Some(post) = self.post
+        {
+            post(&mut out);
         }
         (out, errs)
     }
@@ -561,10 +561,10 @@ fn absent_value(field: &Field, ctx: &Ctx<'_>) -> Option<Value> {
     if let Some(a) = field.auto {
         return Some(ctx.generate(a));
     }
-    if let FieldType::Record(_) = field.ty {
-        if field.required {
-            return Some(Value::Object(Map::new()));
-        }
+    if let FieldType::Record(_) = field.ty
+        && field.required
+    {
+        return Some(Value::Object(Map::new()));
     }
     if field.required {
         // Let validate_value report it.
@@ -588,19 +588,19 @@ fn validate_value(field: &Field, value: Value, ctx: &Ctx<'_>) -> Result<Value, E
             let Value::String(s) = &value else {
                 return fail(field.ty.expected());
             };
-            if let Some(n) = field.len_min {
-                if s.chars().count() < n {
-                    return Err(ErrNode::msg(format!("length must be at least {n}")));
-                }
+            if let Some(n) = field.len_min
+                && s.chars().count() < n
+            {
+                return Err(ErrNode::msg(format!("length must be at least {n}")));
             }
-            if let Some(p) = field.starts_with {
-                if !s.starts_with(p) {
-                    return Err(ErrNode::msg(
-                        field
-                            .starts_with_err
-                            .map_or_else(|| format!("should start with: {p}"), str::to_owned),
-                    ));
-                }
+            if let Some(p) = field.starts_with
+                && !s.starts_with(p)
+            {
+                return Err(ErrNode::msg(
+                    field
+                        .starts_with_err
+                        .map_or_else(|| format!("should start with: {p}"), str::to_owned),
+                ));
             }
             for (pat, err) in &field.match_none {
                 if s.contains(pat) {
@@ -649,10 +649,10 @@ fn validate_value(field: &Field, value: Value, ctx: &Ctx<'_>) -> Result<Value, E
             let Value::Array(items) = value else {
                 return fail(field.ty.expected());
             };
-            if let Some(n) = field.len_min {
-                if items.len() < n {
-                    return Err(ErrNode::msg(format!("length must be at least {n}")));
-                }
+            if let Some(n) = field.len_min
+                && items.len() < n
+            {
+                return Err(ErrNode::msg(format!("length must be at least {n}")));
             }
             let mut elem = (**elem).clone();
             elem.required = true;
@@ -741,13 +741,13 @@ fn validate_value(field: &Field, value: Value, ctx: &Ctx<'_>) -> Result<Value, E
             value
         }
     };
-    if let Some(vals) = &field.one_of {
-        if !vals.contains(&value) {
-            return Err(ErrNode::msg(format!(
-                "expected one of: {}",
-                list_values(vals)
-            )));
-        }
+    if let Some(vals) = &field.one_of
+        && !vals.contains(&value)
+    {
+        return Err(ErrNode::msg(format!(
+            "expected one of: {}",
+            list_values(vals)
+        )));
     }
     for v in &field.validators {
         if let Err(m) = v(&value) {
