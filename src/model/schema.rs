@@ -1,1 +1,0 @@
-//! Kong schema validation (placeholder, replaced by its owner).
