@@ -1,1 +1,30 @@
+//! Integration tests of `gwctl serve`'s data plane, through real sockets (one test binary).
+#![allow(unreachable_pub)]
 
+#[macro_use]
+mod support;
+
+// kong-compat §2.5: upstream path joining, every row of the table, plus §2.1 normalization.
+mod proxy_paths;
+// kong-compat §2.1/§2.2: route matching and priority (worked examples, hosts, methods, headers).
+mod routing;
+// kong-compat §2.6: headers sent upstream and added to responses; hop-by-hop removal.
+mod headers;
+// kong-compat §2.3/§3.4/§3.5/§4.13: gateway-made error responses (404/426/301/502/503/504).
+mod errors;
+// kong-compat §3.1/§3.2/§3.5: weighted round-robin, weight 0, consistent hashing, retries.
+mod balancing;
+// kong-compat §3.3/§3.4: active and passive health checks, all targets down.
+mod health;
+// HTTP/2 cleartext, TLS listener with ALPN, HTTPS upstreams with and without verification.
+mod protocols;
+// Large uploads/downloads with bounded memory, Expect: 100-continue, chunked vs content-length.
+mod streaming;
+// WebSocket upgrade tunnelled through the proxy.
+mod websocket;
+// Graceful drain on SIGTERM with the real binary; status API readiness.
+mod lifecycle;
+// Client garbage: 400/431, never 5xx, the gateway keeps serving.
+mod malformed;
+// The CLI contract: --version, health, serve with a bad config, exit codes.
+mod cli;

@@ -1,0 +1,90 @@
+use std::time::{Duration, Instant};
+
+use crate::support::{BinGateway, Echo, Gateway, client};
+
+fn config(echo: &Echo) -> String {
+    format!(
+        "_format_version: \"3.0\"\nservices:\n  - url: {}\n    routes:\n      - paths: [\"/\"]\n",
+        echo.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let echo = Echo::start("e").await;
+    let mut gw = BinGateway::start(&config(&echo), &[]).await;
+    let url = format!("{}/slow", gw.proxy_url());
+    let slow = tokio::spawn(async move {
+        let resp = client()
+            .get(url)
+            .header("x-echo-delay-ms", "1500")
+            .send()
+            .await
+            .expect("in-flight request");
+        let status = resp.status();
+        let body = resp.text().await.expect("body");
+        (status, body)
+    });
+    assert_eventually!(
+        Duration::from_secs(5),
+        echo.hits() == 1,
+        "slow request reached the upstream"
+    );
+    let signalled = Instant::now();
+    gw.sigterm();
+    // New connections are refused promptly.
+    let proxy = gw.proxy;
+    assert_eventually!(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(proxy).await.is_err(),
+        "listener still accepts after SIGTERM"
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_millis(1400),
+        "refusal came only after the drain"
+    );
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("in-flight request finishes")
+        .expect("task");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"path\":\"/slow\""), "{body}");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)).await, Some(0));
+    let lines = gw.lines.lock().expect("lines").join("\n");
+    assert!(lines.contains("SIGTERM"), "{lines}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_api_reports_ready_and_counts() {
+    let echo = Echo::start("e").await;
+    let gw = Gateway::start(&config(&echo)).await;
+    let c = client();
+    let resp = c
+        .get(format!("{}/status/ready", gw.status_url()))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(resp.status(), 200);
+    let _ = c.get(gw.proxy_url()).send().await.expect("proxied");
+    let v: serde_json::Value = c
+        .get(format!("{}/status", gw.status_url()))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        v["server"]["total_requests"]
+            .as_u64()
+            .expect("total_requests")
+            >= 1,
+        "{v}"
+    );
+    let hash = v["configuration_hash"]
+        .as_str()
+        .expect("configuration_hash");
+    assert_eq!(hash.len(), 32);
+    assert_ne!(hash, "0".repeat(32));
+    gw.stop().await;
+}

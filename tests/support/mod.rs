@@ -1,0 +1,114 @@
+//! Test harness: the gateway in-process or as the real binary, scriptable upstreams, raw clients.
+//! Real sockets on 127.0.0.1:0 only; every wait is bounded by a deadline.
+#![allow(dead_code)]
+
+pub mod echo;
+pub mod gateway;
+pub mod raw;
+pub mod tls;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use echo::{Echo, closer, refused_addr};
+pub use gateway::{BinGateway, Gateway};
+
+/// Poll `cond` (an async expression yielding bool) every 50 ms until it is true or `timeout`
+/// runs out; panics with the message and the last state otherwise.
+#[macro_export]
+macro_rules! assert_eventually {
+    ($timeout:expr, $cond:expr, $($msg:tt)+) => {{
+        let deadline = tokio::time::Instant::now() + $timeout;
+        loop {
+            if $cond {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("condition not reached within {:?}: {}", $timeout, format!($($msg)+));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }};
+}
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "gwctl-it-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> std::path::PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, contents).expect("write temp file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A reqwest client: no system proxy, no redirects, bounded timeouts.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// The JSON an [`Echo`] upstream answers with.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Echoed {
+    pub instance: String,
+    pub method: String,
+    /// Path and query as received.
+    pub path: String,
+    /// Header name (lower case) -> values.
+    pub headers: std::collections::BTreeMap<String, Vec<String>>,
+    pub body_len: u64,
+    pub version: String,
+}
+
+impl Echoed {
+    /// The single value of header `name` (panics when absent or repeated).
+    pub fn header(&self, name: &str) -> &str {
+        match self.headers.get(name).map(Vec::as_slice) {
+            Some([v]) => v,
+            other => panic!("header {name}: expected one value, got {other:?} in {self:#?}"),
+        }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.headers.contains_key(name)
+    }
+}
+
+/// GET `url` with an optional Host header; returns status and the echoed request.
+pub async fn get_echo(c: &reqwest::Client, url: &str, host: Option<&str>) -> (u16, Option<Echoed>) {
+    let mut req = c.get(url);
+    if let Some(h) = host {
+        req = req.header("host", h);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (status, serde_json::from_str(&text).ok())
+}
+
+/// Whether `s` is 32 lower-case hex characters (Kong's request id).
+pub fn is_request_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
