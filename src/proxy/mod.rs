@@ -538,7 +538,21 @@ impl Proxy {
                 Ok(Ok(resp)) => resp,
                 Ok(Err(mut e)) => {
                     let unsent = e.take_message();
-                    let detail = e.into_error().to_string();
+                    let err = e.into_error();
+                    let detail = err.to_string();
+                    // The client's own body failed (e.g. a bad chunk size): a client error, not
+                    // the upstream's fault; never retried.
+                    if err.is_user()
+                        && std::error::Error::source(&err)
+                            .is_some_and(|s| s.downcast_ref::<hyper::Error>().is_some())
+                    {
+                        return Err(AttemptError {
+                            error: GatewayError::BAD_REQUEST,
+                            unsent: None,
+                            outcome: Outcome::Status(400),
+                            detail,
+                        });
+                    }
                     match (unsent, replay) {
                         (Some(back), _) if from_pool => {
                             req = back;
