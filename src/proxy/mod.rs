@@ -124,10 +124,15 @@ impl Proxy {
             .fetch_add(1, Ordering::Relaxed);
         let request_id = new_request_id();
         let accept = req.headers().get(header::ACCEPT).cloned();
+        let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
         let mut resp = match self.proxy(req, conn, &request_id, start).await {
             Ok(resp) => resp,
             Err(err) => {
-                let mut resp = respond::error(err, &request_id, accept.as_ref());
+                let mut resp = if err.is_nginx_level() {
+                    respond::nginx_error(err, &request_id, accept.or(content_type).as_ref())
+                } else {
+                    respond::error(err, &request_id, accept.as_ref())
+                };
                 resp.headers_mut()
                     .insert(X_KONG_RESPONSE_LATENCY.clone(), millis(start.elapsed()));
                 resp

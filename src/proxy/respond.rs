@@ -40,6 +40,12 @@ impl GatewayError {
     /// 400 for requests the gateway cannot interpret.
     pub const BAD_REQUEST: Self = Self::new(400, "Bad request");
 
+    /// Whether nginx itself (not `kong.response.error`) makes this response: upstream
+    /// failures (502/503/504), whose format falls back to text/plain (§4.13).
+    pub fn is_nginx_level(&self) -> bool {
+        *self == Self::BAD_GATEWAY || *self == Self::TIMEOUT || *self == Self::UNAVAILABLE
+    }
+
     const fn new(status: u16, message: &'static str) -> Self {
         let status = match StatusCode::from_u16(status) {
             Ok(s) => s,
@@ -55,7 +61,25 @@ pub fn error(
     request_id: &str,
     accept: Option<&HeaderValue>,
 ) -> Response<ProxyBody> {
-    let (content_type, body) = match preferred_format(accept) {
+    render(err, request_id, preferred_format(accept))
+}
+
+/// Kong's error handler for nginx-level errors: the format comes from `accept_or_type`
+/// (`Accept`, else `Content-Type`), else `error_default_type` (text/plain).
+pub fn nginx_error(
+    err: GatewayError,
+    request_id: &str,
+    accept_or_type: Option<&HeaderValue>,
+) -> Response<ProxyBody> {
+    let format = match accept_or_type {
+        Some(v) => preferred_format(Some(v)),
+        None => Format::Text,
+    };
+    render(err, request_id, format)
+}
+
+fn render(err: GatewayError, request_id: &str, format: Format) -> Response<ProxyBody> {
+    let (content_type, body) = match format {
         Format::Json => (
             "application/json; charset=utf-8",
             format!(
