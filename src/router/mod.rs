@@ -287,12 +287,13 @@ impl Router {
             }
             for (pi, p) in paths.iter().enumerate() {
                 if let Some(pat) = p.strip_prefix('~') {
-                    let re =
-                        regex::Regex::new(&regex_source(pat)).map_err(|e| RouterError::InvalidRegex {
+                    let re = regex::Regex::new(&regex_source(pat)).map_err(|e| {
+                        RouterError::InvalidRegex {
                             route: r.id,
                             path: p.clone(),
                             reason: e.to_string(),
-                        })?;
+                        }
+                    })?;
                     let groups = re.captures_len() > 1;
                     pending.push(Pending {
                         key: PriorityKey {

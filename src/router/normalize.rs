@@ -200,7 +200,11 @@ mod tests {
             ("/%00", "/%00"),
         ];
         for (input, want) in cases {
-            assert_eq!(normalize_path(input).as_deref(), Ok(want), "input {input:?}");
+            assert_eq!(
+                normalize_path(input).as_deref(),
+                Ok(want),
+                "input {input:?}"
+            );
         }
     }
 
@@ -216,9 +220,18 @@ mod tests {
         assert_eq!(normalize_path(""), Err(PathError::Empty));
         assert_eq!(normalize_path("a/b"), Err(PathError::NotAbsolute));
         assert_eq!(normalize_path("*"), Err(PathError::NotAbsolute));
-        assert_eq!(normalize_path("/a%zz"), Err(PathError::BadPercentEncoding { at: 2 }));
-        assert_eq!(normalize_path("/a%2"), Err(PathError::BadPercentEncoding { at: 2 }));
-        assert_eq!(normalize_path("/a%"), Err(PathError::BadPercentEncoding { at: 2 }));
+        assert_eq!(
+            normalize_path("/a%zz"),
+            Err(PathError::BadPercentEncoding { at: 2 })
+        );
+        assert_eq!(
+            normalize_path("/a%2"),
+            Err(PathError::BadPercentEncoding { at: 2 })
+        );
+        assert_eq!(
+            normalize_path("/a%"),
+            Err(PathError::BadPercentEncoding { at: 2 })
+        );
         assert_eq!(normalize_path("/a\0b"), Err(PathError::NulByte));
     }
 }

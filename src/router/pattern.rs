@@ -36,7 +36,9 @@ impl HostPattern {
             Self::Suffix(s) => {
                 h.len() >= s.len() && h[h.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
             }
-            Self::Prefix(p) => h.len() >= p.len() && h[..p.len()].eq_ignore_ascii_case(p.as_bytes()),
+            Self::Prefix(p) => {
+                h.len() >= p.len() && h[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            }
         }
     }
 }
@@ -56,7 +58,9 @@ pub(crate) fn split_host_port(s: &str) -> (&str, Option<u16>) {
         // More than one colon without brackets: a bare IPv6 address, no port.
         Some((name, _)) if name.contains(':') => (s, None),
         Some((name, port)) => match port.parse::<u16>() {
-            Ok(p) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => (name, Some(p)),
+            Ok(p) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                (name, Some(p))
+            }
             _ => (s, None),
         },
         None => (s, None),
@@ -142,9 +146,18 @@ mod tests {
 
     #[test]
     fn host_patterns() {
-        assert_eq!(HostPattern::parse("*.A.com"), HostPattern::Suffix(".a.com".into()));
-        assert_eq!(HostPattern::parse("ex.*"), HostPattern::Prefix("ex.".into()));
-        assert_eq!(HostPattern::parse("Ex.com"), HostPattern::Exact("ex.com".into()));
+        assert_eq!(
+            HostPattern::parse("*.A.com"),
+            HostPattern::Suffix(".a.com".into())
+        );
+        assert_eq!(
+            HostPattern::parse("ex.*"),
+            HostPattern::Prefix("ex.".into())
+        );
+        assert_eq!(
+            HostPattern::parse("Ex.com"),
+            HostPattern::Exact("ex.com".into())
+        );
         assert!(HostPattern::parse("*.a.com").matches("X.y.A.com"));
         assert!(!HostPattern::parse("*.a.com").matches("a.com"));
         assert!(HostPattern::parse("ex.*").matches("EX.org.uk"));

@@ -47,7 +47,12 @@ fn strs(v: &[&str]) -> Option<Vec<String>> {
 fn hdrs(v: &[(&str, &[&str])]) -> Option<BTreeMap<String, Vec<String>>> {
     Some(
         v.iter()
-            .map(|(k, vs)| ((*k).to_owned(), vs.iter().map(|s| (*s).to_owned()).collect()))
+            .map(|(k, vs)| {
+                (
+                    (*k).to_owned(),
+                    vs.iter().map(|s| (*s).to_owned()).collect(),
+                )
+            })
             .collect(),
     )
 }
@@ -266,9 +271,15 @@ fn host_with_port_requires_destination_port() {
     ];
     assert_eq!(winner(&routes, &req("/").host("a.com").port(8080)), Some(1));
     // The Host header's port is not compared, the local port is.
-    assert_eq!(winner(&routes, &req("/").host("a.com:80").port(8080)), Some(1));
+    assert_eq!(
+        winner(&routes, &req("/").host("a.com:80").port(8080)),
+        Some(1)
+    );
     assert_eq!(winner(&routes, &req("/").host("a.com:8080").port(80)), None);
-    assert_eq!(winner(&routes, &req("/").host("x.b.com").port(9000)), Some(2));
+    assert_eq!(
+        winner(&routes, &req("/").host("x.b.com").port(9000)),
+        Some(2)
+    );
     assert_eq!(winner(&routes, &req("/").host("x.b.com").port(9001)), None);
     assert_eq!(winner(&routes, &req("/").host("b.org").port(9001)), Some(2));
 }
@@ -291,7 +302,10 @@ fn methods_are_exact() {
 #[test]
 fn headers_exact_regex_and_repeated() {
     let routes = [route(1, |r| {
-        r.headers = hdrs(&[("X-Version", &["v1", "~*^beta-\\d+$"]), ("x-team", &["Core"])]);
+        r.headers = hdrs(&[
+            ("X-Version", &["v1", "~*^beta-\\d+$"]),
+            ("x-team", &["Core"]),
+        ]);
     })];
     let ok = |h: &[(&str, &str)]| winner(&routes, &req("/").headers(h));
     assert_eq!(ok(&[("x-version", "V1"), ("X-Team", "core")]), Some(1));
@@ -309,7 +323,10 @@ fn headers_exact_regex_and_repeated() {
 #[test]
 fn header_regex_is_unanchored() {
     let routes = [route(1, |r| r.headers = hdrs(&[("x-a", &["~*foo"])]))];
-    assert_eq!(winner(&routes, &req("/").headers(&[("x-a", "aFOOb")])), Some(1));
+    assert_eq!(
+        winner(&routes, &req("/").headers(&[("x-a", "aFOOb")])),
+        Some(1)
+    );
 }
 
 #[test]
@@ -318,16 +335,31 @@ fn multiple_paths_compete_with_their_own_length() {
         route(1, |r| r.paths = strs(&["/a", "/b/long/path"])),
         route(2, |r| r.paths = strs(&["/b/long", "/a/x"])),
     ];
-    assert_eq!(win(&Router::new(&routes).unwrap(), &req("/b/long/path/z")), Some((1, 12)));
-    assert_eq!(win(&Router::new(&routes).unwrap(), &req("/b/long/other")), Some((2, 7)));
-    assert_eq!(win(&Router::new(&routes).unwrap(), &req("/a/x/y")), Some((2, 4)));
-    assert_eq!(win(&Router::new(&routes).unwrap(), &req("/a/y")), Some((1, 2)));
+    assert_eq!(
+        win(&Router::new(&routes).unwrap(), &req("/b/long/path/z")),
+        Some((1, 12))
+    );
+    assert_eq!(
+        win(&Router::new(&routes).unwrap(), &req("/b/long/other")),
+        Some((2, 7))
+    );
+    assert_eq!(
+        win(&Router::new(&routes).unwrap(), &req("/a/x/y")),
+        Some((2, 4))
+    );
+    assert_eq!(
+        win(&Router::new(&routes).unwrap(), &req("/a/y")),
+        Some((1, 2))
+    );
 }
 
 #[test]
 fn pathless_route_matches_with_zero_length() {
     let routes = [route(1, |r| r.methods = strs(&["GET"]))];
-    assert_eq!(win(&Router::new(&routes).unwrap(), &req("/any/thing")), Some((1, 0)));
+    assert_eq!(
+        win(&Router::new(&routes).unwrap(), &req("/any/thing")),
+        Some((1, 0))
+    );
 }
 
 #[test]
@@ -357,7 +389,10 @@ fn regex_captures_named_and_positional() {
     );
     let rq = req("/users/7");
     let m = router.find(&rq.info()).unwrap();
-    assert_eq!(m.captures.positional, vec![Some("/users/7".into()), Some("7".into()), None, None]);
+    assert_eq!(
+        m.captures.positional,
+        vec![Some("/users/7".into()), Some("7".into()), None, None]
+    );
     assert_eq!(m.captures.named, vec![("id".to_owned(), "7".to_owned())]);
     // A regex without groups, and plain paths, report no captures.
     let rq = req("/plain/12/x");
@@ -382,11 +417,20 @@ fn regex_alternation_and_flags_are_still_found() {
 #[test]
 fn invalid_regexes_are_errors() {
     let bad_path = [route(1, |r| r.paths = strs(&["~/(unclosed"]))];
-    assert!(matches!(Router::new(&bad_path), Err(RouterError::InvalidRegex { .. })));
+    assert!(matches!(
+        Router::new(&bad_path),
+        Err(RouterError::InvalidRegex { .. })
+    ));
     let bad_hdr = [route(1, |r| r.headers = hdrs(&[("x-a", &["~*(x"])]))];
-    assert!(matches!(Router::new(&bad_hdr), Err(RouterError::InvalidHeaderRegex { .. })));
+    assert!(matches!(
+        Router::new(&bad_hdr),
+        Err(RouterError::InvalidHeaderRegex { .. })
+    ));
     let bad_name = [route(1, |r| r.headers = hdrs(&[("bad name", &["x"])]))];
-    assert!(matches!(Router::new(&bad_name), Err(RouterError::InvalidHeaderName { .. })));
+    assert!(matches!(
+        Router::new(&bad_name),
+        Err(RouterError::InvalidHeaderName { .. })
+    ));
 }
 
 #[test]
@@ -419,7 +463,16 @@ fn router_is_send_and_sync() {
 
 /// Brute-force reference: evaluate every route, keep the highest (priority, -id, -path index).
 fn reference(routes: &[Arc<Route>], r: &RequestInfo<'_>) -> Option<(u128, usize)> {
-    type Key = (u8, bool, u8, bool, i64, usize, std::cmp::Reverse<u128>, std::cmp::Reverse<usize>);
+    type Key = (
+        u8,
+        bool,
+        u8,
+        bool,
+        i64,
+        usize,
+        std::cmp::Reverse<u128>,
+        std::cmp::Reverse<usize>,
+    );
     let mut best: Option<(Key, u128, usize)> = None;
     let (req_host, _) = split_host_port(r.host);
     for route in routes {
@@ -515,7 +568,14 @@ const PATHS: &[&str] = &[
     "~/b|/c",
     "~/a/b",
 ];
-const REQ_HOSTS: &[&str] = &["a.com", "A.com:8080", "x.a.com", "y.x.a.com", "b.org", "c.com"];
+const REQ_HOSTS: &[&str] = &[
+    "a.com",
+    "A.com:8080",
+    "x.a.com",
+    "y.x.a.com",
+    "b.org",
+    "c.com",
+];
 const REQ_PATHS: &[&str] = &["/", "/a", "/ab", "/a/b", "/a/12", "/abc", "/x/c", "/b"];
 
 fn subset(pool: &'static [&'static str]) -> impl Strategy<Value = Option<Vec<String>>> {
@@ -533,24 +593,26 @@ fn route_strategy() -> impl Strategy<Value = Route> {
         -1i64..=2,
         any::<u16>(),
     )
-        .prop_map(|(methods, hosts, paths, hv, two_headers, regex_priority, id)| {
-            let headers = hv.map(|vals| {
-                let vals: Vec<String> = vals.into_iter().map(str::to_owned).collect();
-                let mut m = BTreeMap::new();
-                m.insert("x-h".to_owned(), vals);
-                if two_headers {
-                    m.insert("x-k".to_owned(), vec!["k".to_owned()]);
-                }
-                m
-            });
-            let mut r = (*route(u128::from(id), |_| {})).clone();
-            r.methods = methods;
-            r.hosts = hosts;
-            r.paths = paths;
-            r.headers = headers;
-            r.regex_priority = regex_priority;
-            r
-        })
+        .prop_map(
+            |(methods, hosts, paths, hv, two_headers, regex_priority, id)| {
+                let headers = hv.map(|vals| {
+                    let vals: Vec<String> = vals.into_iter().map(str::to_owned).collect();
+                    let mut m = BTreeMap::new();
+                    m.insert("x-h".to_owned(), vals);
+                    if two_headers {
+                        m.insert("x-k".to_owned(), vec!["k".to_owned()]);
+                    }
+                    m
+                });
+                let mut r = (*route(u128::from(id), |_| {})).clone();
+                r.methods = methods;
+                r.hosts = hosts;
+                r.paths = paths;
+                r.headers = headers;
+                r.regex_priority = regex_priority;
+                r
+            },
+        )
 }
 
 fn request_strategy() -> impl Strategy<Value = (usize, usize, u16, usize, Vec<(String, String)>)> {

@@ -48,7 +48,8 @@ impl Trie {
                 Err(i) => {
                     node.keys.insert(i, b);
                     // Node counts are bounded by total key bytes, far below u32::MAX in practice.
-                    node.children.insert(i, u32::try_from(next_id).unwrap_or(u32::MAX));
+                    node.children
+                        .insert(i, u32::try_from(next_id).unwrap_or(u32::MAX));
                     self.nodes.push(Node::default());
                     next_id
                 }

@@ -36,8 +36,7 @@ pub fn upstream_path(
     let req = request_path;
     let req_ends_with_slash = req.ends_with('/');
 
-    if base.ends_with('/') {
-        let base_trimmed = &base[..base.len() - 1];
+    if let Some(base_trimmed) = base.strip_suffix('/') {
         if strip_path {
             let postfix = sanitize_postfix(req.get(matched_len..).unwrap_or(""));
             if postfix.is_empty() {
