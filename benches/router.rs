@@ -1,6 +1,3 @@
-<<<<<<< HEAD
-fn main() {}
-=======
 //! Router lookup benchmark: 10,000 routes of a realistic mix (plain prefixes, exact and wildcard
 //! hosts, regex paths with captures, methods, headers), measuring `Router::find` for hits and
 //! misses.
@@ -164,4 +161,3 @@ criterion_group! {
     targets = bench_find
 }
 criterion_main!(benches);
->>>>>>> router

@@ -513,7 +513,7 @@ impl Proxy {
         let mut pooled = if upgrade {
             None
         } else {
-            self.pool.checkout(&key)
+            self.pool.checkout(&key).await
         };
         loop {
             let from_pool = pooled.is_some();
