@@ -418,11 +418,14 @@ impl Balancer {
     }
 }
 
+/// A cookie to set: (name, value, path).
+type SetCookie = (String, String, String);
+
 /// The consistent-hashing key for a request, and the cookie to set when one was generated.
 fn hash_key<'a>(
     cfg: &Upstream,
     src: &'a dyn HashSource,
-) -> (Option<Cow<'a, str>>, Option<(String, String, String)>) {
+) -> (Option<Cow<'a, str>>, Option<SetCookie>) {
     let primary = match cfg.hash_on {
         HashOn::Header => cfg.hash_on_header.as_deref(),
         HashOn::Cookie => cfg.hash_on_cookie.as_deref(),
@@ -430,10 +433,10 @@ fn hash_key<'a>(
         HashOn::UriCapture => cfg.hash_on_uri_capture.as_deref(),
         _ => None,
     };
-    if cfg.hash_on != HashOn::None {
-        if let Some(v) = src.value(cfg.hash_on, primary) {
-            return (Some(v), None);
-        }
+    if cfg.hash_on != HashOn::None
+        && let Some(v) = src.value(cfg.hash_on, primary)
+    {
+        return (Some(v), None);
     }
     if cfg.hash_on == HashOn::Cookie {
         let value = Uuid::new_v4().to_string();
@@ -604,10 +607,10 @@ impl BalancerRegistry {
                 .checker
                 .as_ref()
                 .is_some_and(|(cfg, _)| *cfg == up.healthchecks.active);
-            if !want || !same {
-                if let Some((_, h)) = entry.checker.take() {
-                    h.abort();
-                }
+            if (!want || !same)
+                && let Some((_, h)) = entry.checker.take()
+            {
+                h.abort();
             }
             if want && entry.checker.is_none() {
                 let h = checker::spawn(Arc::downgrade(&core), up.healthchecks.active.clone());
@@ -623,10 +626,8 @@ impl BalancerRegistry {
         }
         st.ups.retain(|id, e| {
             let k = keep.contains(id);
-            if !k {
-                if let Some((_, h)) = e.checker.take() {
-                    h.abort();
-                }
+            if !k && let Some((_, h)) = e.checker.take() {
+                h.abort();
             }
             k
         });
@@ -655,7 +656,9 @@ impl BalancerRegistry {
     /// Re-resolve every hostname target; rebuild the peer sets whose addresses changed. A failed
     /// re-resolution keeps the last good addresses.
     async fn refresh_dns(&self) {
-        let jobs: Vec<(Arc<Core>, Arc<str>, Arc<str>, u16)> = {
+        // (core, target string, host, port)
+        type Job = (Arc<Core>, Arc<str>, Arc<str>, u16);
+        let jobs: Vec<Job> = {
             let st = lock(&self.state);
             st.ups
                 .values()

@@ -142,7 +142,7 @@ struct KeySource(String);
 
 impl HashSource for KeySource {
     fn value(&self, on: HashOn, _name: Option<&str>) -> Option<Cow<'_, str>> {
-        (on == HashOn::Header).then(|| Cow::Borrowed(self.0.as_str()))
+        (on == HashOn::Header).then_some(Cow::Borrowed(self.0.as_str()))
     }
 }
 
@@ -296,7 +296,7 @@ async fn consistent_hashing_without_key_round_robins_and_cookie_is_generated() {
     impl HashSource for Cookie {
         fn value(&self, on: HashOn, name: Option<&str>) -> Option<Cow<'_, str>> {
             (on == HashOn::Cookie && name == Some("affinity"))
-                .then(|| Cow::Borrowed(self.0.as_str()))
+                .then_some(Cow::Borrowed(self.0.as_str()))
         }
     }
     for _ in 0..5 {
