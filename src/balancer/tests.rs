@@ -685,3 +685,86 @@ async fn hostname_targets_resolve_and_bad_names_report_dns_error() {
     assert_eq!(b.health(), h);
     reg.shutdown();
 }
+
+/// A TLS server (self-signed for `localhost`) answering every request with `status`.
+async fn https_server(status: Arc<AtomicU16>) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = ck.cert.der().clone();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(rustls_pki_types::PrivatePkcs8KeyDer::from(
+        ck.signing_key.serialize_der(),
+    ));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let status = status.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let s = status.load(Ordering::SeqCst);
+                let resp =
+                    format!("HTTP/1.1 {s} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = tls.write_all(resp.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn active_https_check_honours_verify_setting() {
+    let status = Arc::new(AtomicU16::new(200));
+    let addr = https_server(status.clone()).await;
+    let mut up = upstream("active-https", Algorithm::RoundRobin);
+    let a = &mut up.healthchecks.active;
+    a.kind = "https".into();
+    a.https_sni = Some("localhost".into());
+    a.https_verify_certificate = false;
+    a.healthy.interval = 0.05;
+    a.healthy.successes = 1;
+    a.unhealthy.interval = 0.05;
+    a.unhealthy.http_failures = 2;
+    a.unhealthy.tcp_failures = 2;
+    let t = addr.to_string();
+    let ts = vec![target(&up, &t, 100)];
+    let (reg, b) = balancer(&up, &ts).await;
+
+    status.store(503, Ordering::SeqCst);
+    assert!(eventually(5, || target_health(&b, &t) == Some(HealthState::Unhealthy)).await);
+    status.store(200, Ordering::SeqCst);
+    assert!(eventually(5, || target_health(&b, &t) == Some(HealthState::Healthy)).await);
+
+    // with verification on, the self-signed certificate is a (tcp) failure
+    up.healthchecks.active.https_verify_certificate = true;
+    let b = reg
+        .reconcile(std::slice::from_ref(&up), &ts)
+        .await
+        .remove("active-https")
+        .unwrap();
+    assert!(eventually(5, || target_health(&b, &t) == Some(HealthState::Unhealthy)).await);
+    reg.shutdown();
+}
