@@ -10,8 +10,8 @@
 //! at most one short mutex (smooth weighted round-robin); it allocates only for a generated
 //! hashing cookie.
 //!
-//! Modules: [`health`] (counter state machine), [`select`] (algorithms), [`ring`] (consistent
-//! hashing), [`checker`] (active probes), [`dns`] (target parsing and resolution).
+//! Private modules: `health` (counter state machine), `select` (algorithms), `ring` (consistent
+//! hashing), `checker` (active probes), `dns` (target parsing and resolution).
 
 mod checker;
 mod dns;
