@@ -38,23 +38,33 @@ impl Ring {
             .filter(|(_, (_, w))| *w > 0)
             .map(|(i, (id, w))| (i, *id, f64::from(*w)))
             .collect();
+        let equal = weighted.windows(2).all(|p| p[0].2 == p[1].2);
         let owners: Box<[u32]> = if weighted.is_empty() {
             Box::new([])
         } else {
             (0..slots.max(1))
                 .map(|slot| {
                     let s = mix(u64::from(slot).wrapping_add(0x9e37_79b9_7f4a_7c15));
-                    let mut best = (0usize, f64::NEG_INFINITY);
-                    for &(i, id, w) in &weighted {
-                        let h = mix(id ^ s);
-                        // uniform in (0, 1)
-                        let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-                        let score = w / -u.ln();
-                        if score > best.1 {
-                            best = (i, score);
+                    let best = if equal {
+                        // equal weights: the largest hash wins (same order as the weighted score)
+                        weighted
+                            .iter()
+                            .max_by_key(|(_, id, _)| mix(id ^ s))
+                            .map_or(0, |(i, _, _)| *i)
+                    } else {
+                        let mut best = (0usize, f64::NEG_INFINITY);
+                        for &(i, id, w) in &weighted {
+                            let h = mix(id ^ s);
+                            // uniform in (0, 1)
+                            let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                            let score = w / -u.ln();
+                            if score > best.1 {
+                                best = (i, score);
+                            }
                         }
-                    }
-                    u32::try_from(best.0).unwrap_or(u32::MAX)
+                        best.0
+                    };
+                    u32::try_from(best).unwrap_or(u32::MAX)
                 })
                 .collect()
         };

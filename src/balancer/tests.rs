@@ -768,3 +768,17 @@ async fn active_https_check_honours_verify_setting() {
     assert!(eventually(5, || target_health(&b, &t) == Some(HealthState::Unhealthy)).await);
     reg.shutdown();
 }
+
+#[tokio::test]
+async fn consistent_hashing_respects_weights() {
+    let up = ch_upstream("ch-weighted");
+    let ts = fake_targets(&up, &[100, 300]);
+    let (_reg, b) = balancer(&up, &ts).await;
+    let got = assignments(&b, 4000);
+    let heavy = got.iter().filter(|p| **p == 10002).count();
+    assert!((2700..3300).contains(&heavy), "heavy got {heavy} of 4000");
+    // weight 0 owns nothing
+    let ts = fake_targets(&up, &[100, 0]);
+    let (_reg, b) = balancer(&up, &ts).await;
+    assert!(assignments(&b, 500).iter().all(|p| *p == 10001));
+}
