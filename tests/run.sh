@@ -241,7 +241,9 @@ start_postgres() {
         fi
         [[ $attempt -lt 3 ]] || { cat "$d/log" >&2; die "postgres did not start"; }
     done
-    on_cleanup "$(printf '%q ' "${as[@]}") '$PG_BIN/pg_ctl' -D '$d/data' -m immediate -w stop"
+    local stop="'$PG_BIN/pg_ctl' -D '$d/data' -m immediate -w stop"
+    if [[ ${#as[@]} -gt 0 ]]; then stop="runuser -u postgres -- $stop"; fi
+    on_cleanup "$stop"
     export GWCTL_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
     log "postgres ($("$PG_BIN/postgres" --version | awk '{print $3}')) on 127.0.0.1:$port"
 }
