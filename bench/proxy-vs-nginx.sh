@@ -67,8 +67,15 @@ apt_install() {
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
         APT_UPDATED=1
     fi
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        -o Dpkg::Use-Pty=0 "$@" >/dev/null 2>&1 || die "apt-get install $* failed"
+    local out
+    out="$(mktemp)"
+    if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends -o Dpkg::Use-Pty=0 "$@" >"$out" 2>&1; then
+        cat "$out" >&2
+        rm -f "$out"
+        die "apt-get install $* failed"
+    fi
+    rm -f "$out"
 }
 NGINX=""
 need_nginx() {
@@ -191,7 +198,7 @@ build_gwctl() {
     else
         have cargo || die "cargo not found (needed to build gwctl)"
         log "building gwctl (cargo build --release)"
-        (cd "$ROOT" && cargo build --release --quiet --bin gwctl) || die "cargo build --release failed"
+        (cd "$ROOT" && cargo build --release --bin gwctl) || die "cargo build --release failed"
         GWCTL="${CARGO_TARGET_DIR:-$ROOT/target}/release/gwctl"
         [[ "$GWCTL" == /* ]] || GWCTL="$ROOT/$GWCTL"
     fi
