@@ -462,10 +462,11 @@ impl Proxy {
                 )
                 .await;
             match result {
-                Ok(resp) => {
+                Ok(mut resp) => {
                     if let (Some(b), Some(p)) = (&service.balancer, &peer) {
                         b.report(p, Outcome::Status(resp.status().as_u16()));
                     }
+                    resp.body_mut().hold_peer(peer);
                     return Ok((resp, started, set_cookie));
                 }
                 Err(e) => {
