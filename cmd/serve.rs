@@ -17,15 +17,16 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         admin_listen: args.admin_listen,
         status_listen: args.status_listen,
         admin_token: args.admin_token,
+        workers: args.workers.unwrap_or(0),
         drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
         trusted_ips: args.trusted_ips,
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all().thread_name("gwctl-worker");
-    if let Some(n) = args.workers {
-        builder.worker_threads(n.max(1));
-    }
-    let rt = builder.build().context("starting the runtime")?;
+    // The control plane (status and admin APIs, health checks, config reloads) runs on this
+    // thread; `serve` starts one proxy thread per worker with its own event loop.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     rt.block_on(gwctl::serve::run(options))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -58,6 +58,8 @@ pub struct ServeOptions {
     pub status_listen: String,
     /// Admin token.
     pub admin_token: Option<String>,
+    /// Proxy worker threads (each runs its own event loop); 0 means the CPU count.
+    pub workers: usize,
     /// Graceful shutdown bound.
     pub drain_timeout: Duration,
     /// Peers whose forwarding headers are trusted (IPs or CIDRs).
@@ -143,7 +145,6 @@ pub async fn run_until(
         .with_context(|| format!("compiling configuration from {source}"))?;
 
     let stats = Arc::new(Stats::default());
-    let proxy = Proxy::new(Arc::clone(&store), Arc::clone(&stats), trusted);
     let proxy_up = Arc::new(AtomicBool::new(false));
     let status_state = StatusState {
         store: Arc::clone(&store),
@@ -152,16 +153,24 @@ pub async fn run_until(
         node_id: uuid::Uuid::new_v4(),
         database: false,
     };
+    let workers = if options.workers == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        options.workers
+    };
 
-    // Bind everything before serving anything.
+    // Bind everything before serving anything. Each proxy address gets one SO_REUSEPORT socket
+    // per worker thread, so the kernel spreads connections over the workers.
     let mut bound = Bound::default();
-    let mut proxy_listeners = Vec::new();
+    let mut per_worker: Vec<Vec<(std::net::TcpListener, Option<tokio_rustls::TlsAcceptor>)>> =
+        (0..workers).map(|_| Vec::new()).collect();
     for addr in &options.proxy_listen {
-        let l = bind(addr).await?;
-        bound.proxy.push(l.local_addr()?);
-        proxy_listeners.push(l);
+        let group = bind_reuseport(addr, workers)?;
+        bound.proxy.push(group[0].local_addr()?);
+        for (slot, l) in per_worker.iter_mut().zip(group) {
+            slot.push((l, None));
+        }
     }
-    let mut tls_listeners = Vec::new();
     if !options.proxy_tls_listen.is_empty() {
         let (Some(cert), Some(key)) = (&options.tls_cert, &options.tls_key) else {
             bail!("--proxy-tls-listen needs --tls-cert and --tls-key");
@@ -169,9 +178,11 @@ pub async fn run_until(
         let config = crate::proxy::tls::server_config(cert, key).map_err(anyhow::Error::msg)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         for addr in &options.proxy_tls_listen {
-            let l = bind(addr).await?;
-            bound.proxy_tls.push(l.local_addr()?);
-            tls_listeners.push((l, acceptor.clone()));
+            let group = bind_reuseport(addr, workers)?;
+            bound.proxy_tls.push(group[0].local_addr()?);
+            for (slot, l) in per_worker.iter_mut().zip(group) {
+                slot.push((l, Some(acceptor.clone())));
+            }
         }
     }
     let admin_listener = match options.admin_listen.as_str() {
@@ -191,29 +202,32 @@ pub async fn run_until(
         .map(|l| l.local_addr())
         .transpose()?;
 
-    let graceful = Arc::new(GracefulShutdown::new());
-    let mut accepts = JoinSet::new();
+    // Proxy workers: one thread and one single-threaded event loop each, with its own upstream
+    // connection pool; the snapshot and the counters are shared.
+    let mut finished = Vec::new();
+    for (index, listeners) in per_worker.into_iter().enumerate() {
+        let proxy = Proxy::new(Arc::clone(&store), Arc::clone(&stats), trusted.clone());
+        let stats = Arc::clone(&stats);
+        let shutdown = shutdown.clone();
+        let drain = options.drain_timeout;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("gwctl-proxy-{index}"))
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(worker(listeners, proxy, stats, shutdown, drain)),
+                    Err(e) => tracing::error!(error = %e, "cannot start a proxy worker"),
+                }
+                let _ = done_tx.send(());
+            })
+            .context("starting a proxy worker thread")?;
+        finished.push(done_rx);
+    }
+
     let mut tasks = JoinSet::new();
-    for listener in proxy_listeners {
-        accepts.spawn(accept_loop(
-            listener,
-            None,
-            Arc::clone(&proxy),
-            Arc::clone(&stats),
-            Arc::clone(&graceful),
-            shutdown.clone(),
-        ));
-    }
-    for (listener, acceptor) in tls_listeners {
-        accepts.spawn(accept_loop(
-            listener,
-            Some(acceptor),
-            Arc::clone(&proxy),
-            Arc::clone(&stats),
-            Arc::clone(&graceful),
-            shutdown.clone(),
-        ));
-    }
     if let Some(l) = admin_listener {
         let app = crate::status::admin_router(status_state.clone());
         tasks.spawn(serve_axum(l, app, shutdown.clone()));
@@ -222,16 +236,6 @@ pub async fn run_until(
         let app = crate::status::router(status_state.clone());
         tasks.spawn(serve_axum(l, app, shutdown.clone()));
     }
-    let sweeper = {
-        let proxy = Arc::clone(&proxy);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                tick.tick().await;
-                proxy.pool().sweep();
-            }
-        })
-    };
     proxy_up.store(true, Ordering::Release);
 
     let join = |addrs: &[SocketAddr]| {
@@ -254,26 +258,108 @@ pub async fn run_until(
     on_bound(&bound);
 
     stopped(&mut shutdown).await;
-    // Accept loops end on the same signal and drop their listeners: new connections are
-    // refused from here on.
     proxy_up.store(false, Ordering::Release);
-    sweeper.abort();
+    // Workers stop accepting at once (new connections are refused) and drain their in-flight
+    // requests within the drain timeout.
+    for done in finished {
+        let _ = done.await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+    store.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// One proxy worker's event loop: accept on its listeners until shutdown, then drain.
+async fn worker(
+    listeners: Vec<(std::net::TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
+    proxy: Arc<Proxy>,
+    stats: Arc<Stats>,
+    mut shutdown: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut accepts = JoinSet::new();
+    for (std_listener, tls) in listeners {
+        let listener = match TcpListener::from_std(std_listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use a listener");
+                continue;
+            }
+        };
+        accepts.spawn(accept_loop(
+            listener,
+            tls,
+            Arc::clone(&proxy),
+            Arc::clone(&stats),
+            Arc::clone(&graceful),
+            shutdown.clone(),
+        ));
+    }
+    let sweeper = {
+        let proxy = Arc::clone(&proxy);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                proxy.pool().sweep();
+            }
+        })
+    };
+    stopped(&mut shutdown).await;
     // Accept loops end on the same signal and drop their listeners and their handles on the
     // graceful-shutdown tracker; then wait for in-flight requests.
     while accepts.join_next().await.is_some() {}
+    sweeper.abort();
     let drained = match Arc::try_unwrap(graceful) {
-        Ok(g) => tokio::time::timeout(options.drain_timeout, g.shutdown())
+        Ok(g) => tokio::time::timeout(drain_timeout, g.shutdown())
             .await
             .is_ok(),
         Err(_) => false,
     };
     if !drained {
-        tracing::warn!(timeout = ?options.drain_timeout, "drain timeout reached; closing remaining connections");
+        tracing::warn!(timeout = ?drain_timeout, "drain timeout reached; closing remaining connections");
     }
-    tasks.abort_all();
-    store.shutdown();
-    tracing::info!("stopped");
-    Ok(())
+}
+
+/// Bind `count` listening sockets on the same address with SO_REUSEPORT (port 0: the first
+/// socket picks the port, the others join it).
+fn bind_reuseport(addr: &str, count: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+    let mut sock: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("invalid listen address '{addr}' (expected IP:PORT)"))?;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(
+            Domain::for_address(sock),
+            Type::STREAM,
+            Some(SockProtocol::TCP),
+        )
+        .context("creating a socket")?;
+        socket.set_reuse_address(true)?;
+        #[cfg(unix)]
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.set_nodelay(true)?;
+        socket
+            .bind(&sock.into())
+            .with_context(|| format!("binding {sock}"))?;
+        socket
+            .listen(4096)
+            .with_context(|| format!("listening on {sock}"))?;
+        let listener: std::net::TcpListener = socket.into();
+        if sock.port() == 0 {
+            sock = listener.local_addr()?;
+        }
+        out.push(listener);
+    }
+    Ok(out)
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone).

@@ -28,14 +28,6 @@ pub struct ServiceRuntime {
     pub tls: Option<Arc<UpstreamTls>>,
 }
 
-impl std::fmt::Debug for Balancer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Balancer")
-            .field("upstream", &self.upstream().name)
-            .finish()
-    }
-}
-
 /// Immutable compiled configuration.
 pub struct Snapshot {
     /// Increases with every publish.

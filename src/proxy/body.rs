@@ -91,9 +91,16 @@ pub struct UpstreamBody {
     read_timeout: Duration,
     timer: Option<Pin<Box<Sleep>>>,
     checkin: Option<Checkin>,
+    /// The balancer's peer, held until the body ends (least-connections counts it in flight).
+    peer: Option<crate::balancer::Peer>,
 }
 
 impl UpstreamBody {
+    /// Keep `peer` counted as in flight until this body is finished or dropped.
+    pub fn hold_peer(&mut self, peer: Option<crate::balancer::Peer>) {
+        self.peer = peer;
+    }
+
     /// Wrap an upstream body. `checkin` is `None` for connections that must not be reused.
     pub fn new(inner: Incoming, read_timeout: Duration, checkin: Option<Checkin>) -> Self {
         let mut body = Self {
@@ -101,6 +108,7 @@ impl UpstreamBody {
             read_timeout,
             timer: None,
             checkin,
+            peer: None,
         };
         if body.inner.is_end_stream() {
             body.finish();
@@ -112,6 +120,7 @@ impl UpstreamBody {
         if let Some(c) = self.checkin.take() {
             c.pool.checkin(c.key, c.sender);
         }
+        self.peer = None;
     }
 }
 

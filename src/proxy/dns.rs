@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 /// How long a successful lookup is reused.
 const TTL: Duration = Duration::from_secs(30);
 
+/// Cached answers: `(host, port)` -> (addresses, when resolved).
+type Cache = HashMap<(String, u16), (Vec<SocketAddr>, Instant)>;
+
 /// Resolves `host:port`, caching answers for [`TTL`] and rotating over multiple addresses.
 #[derive(Default)]
 pub(crate) struct Resolver {
-    cache: RwLock<HashMap<(String, u16), (Vec<SocketAddr>, Instant)>>,
+    cache: RwLock<Cache>,
     next: AtomicUsize,
 }
 

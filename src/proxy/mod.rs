@@ -123,9 +123,13 @@ impl Proxy {
             .requests_in_flight
             .fetch_add(1, Ordering::Relaxed);
         let request_id = new_request_id();
+        let request_id_value = HeaderValue::from_str(&request_id).ok();
         let accept = req.headers().get(header::ACCEPT).cloned();
         let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
-        let mut resp = match self.proxy(req, conn, &request_id, start).await {
+        let mut resp = match self
+            .proxy(req, conn, request_id_value.as_ref(), start)
+            .await
+        {
             Ok(resp) => resp,
             Err(err) => {
                 let mut resp = if err.is_nginx_level() {
@@ -138,8 +142,8 @@ impl Proxy {
                 resp
             }
         };
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            resp.headers_mut().insert(X_KONG_REQUEST_ID.clone(), v);
+        if let Some(v) = &request_id_value {
+            resp.headers_mut().insert(X_KONG_REQUEST_ID.clone(), v.clone());
         }
         self.stats
             .requests_in_flight
@@ -151,15 +155,22 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         conn: ConnInfo,
-        request_id: &str,
+        request_id: Option<&HeaderValue>,
         start: Instant,
     ) -> Result<Response<ProxyBody>, GatewayError> {
         let snapshot = self.store.load();
         let (mut parts, body) = req.into_parts();
 
-        let path = normalize_path(parts.uri.path()).map_err(|_| GatewayError::BAD_REQUEST)?;
-        let path: String = path.into_owned();
-        let host = request_host(&parts).map(str::to_owned);
+        // Cheap clones (reference-counted) so borrows do not pin `parts`.
+        let client_uri = parts.uri.clone();
+        let path = normalize_path(client_uri.path()).map_err(|_| GatewayError::BAD_REQUEST)?;
+        let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let host = host_value.as_ref().and_then(|h| h.to_str().ok());
         let found = {
             let info = RequestInfo {
                 method: parts.method.as_str(),
@@ -216,16 +227,10 @@ impl Proxy {
         if let Some(q) = parts.uri.query() {
             target_path.push('?');
             target_path.push_str(q);
-        } else if parts.uri.to_string().ends_with('?') {
-            target_path.push('?');
         }
         let uri: Uri = target_path.parse().map_err(|_| GatewayError::BAD_REQUEST)?;
 
-        let original_host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()));
+        let original_host = host_value.clone();
         let stripped =
             (route.strip_path && matched_len > 0).then(|| path[..matched_len].to_owned());
         let mut headers = std::mem::take(&mut parts.headers);
@@ -240,8 +245,8 @@ impl Proxy {
             stripped.as_deref(),
             parts.version,
         );
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            headers.insert(X_KONG_REQUEST_ID.clone(), v);
+        if let Some(v) = request_id {
+            headers.insert(X_KONG_REQUEST_ID.clone(), v.clone());
         }
         // The gateway answers `Expect: 100-continue` itself (hyper sends 100 when the body is
         // first read), so the upstream must not wait for one.
@@ -467,10 +472,11 @@ impl Proxy {
                 )
                 .await;
             match result {
-                Ok(resp) => {
+                Ok(mut resp) => {
                     if let (Some(b), Some(p)) = (&service.balancer, &peer) {
                         b.report(p, Outcome::Status(resp.status().as_u16()));
                     }
+                    resp.body_mut().hold_peer(peer);
                     return Ok((resp, started, set_cookie));
                 }
                 Err(e) => {
@@ -518,7 +524,7 @@ impl Proxy {
         let mut pooled = if upgrade {
             None
         } else {
-            self.pool.checkout(&key)
+            self.pool.checkout(&key).await
         };
         loop {
             let from_pool = pooled.is_some();
@@ -670,15 +676,6 @@ fn https_required(route: &Route, host: Option<&str>, uri: &Uri) -> Response<Prox
         resp.headers_mut().insert(header::LOCATION, v);
     }
     resp
-}
-
-/// The request's host: the Host header (HTTP/1) or the URI authority (HTTP/2).
-fn request_host(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
 }
 
 /// `host:port` -> `host`, aware of bracketed IPv6.
@@ -899,6 +896,15 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn an_empty_query_string_is_seen() {
+        // Kong re-appends an empty `?`; `Uri::query` reports it as `Some("")`.
+        let uri: Uri = "/a?".parse().unwrap();
+        assert_eq!(uri.query(), Some(""));
+        let uri: Uri = "/a".parse().unwrap();
+        assert_eq!(uri.query(), None);
     }
 
     #[test]

@@ -90,37 +90,32 @@ impl Pool {
         Arc::new(Self::default())
     }
 
-    /// Take a live idle connection for `key`, if any.
-    pub fn checkout(&self, key: &PoolKey) -> Option<Sender> {
-        let mut idle = self.idle.lock().ok()?;
-        let list = idle.get_mut(key)?;
-        while let Some(conn) = list.pop() {
-            if conn.since.elapsed() < IDLE_TIMEOUT && conn.sender.is_ready() {
-                return Some(conn.sender);
+    /// Take a live idle connection for `key`, if any, waiting for hyper to finish the previous
+    /// exchange's bookkeeping (it usually already has).
+    pub async fn checkout(&self, key: &PoolKey) -> Option<Sender> {
+        loop {
+            let mut sender = {
+                let mut idle = self.idle.lock().ok()?;
+                let list = idle.get_mut(key)?;
+                loop {
+                    let conn = list.pop()?;
+                    if conn.since.elapsed() < IDLE_TIMEOUT && !conn.sender.is_closed() {
+                        break conn.sender;
+                    }
+                }
+            };
+            if sender.is_ready() || sender.ready().await.is_ok() {
+                return Some(sender);
             }
         }
-        None
     }
 
-    /// Return a connection whose exchange completed. Not-yet-ready senders are parked until
-    /// ready (the response end was read before hyper finished its bookkeeping).
-    pub fn checkin(self: &Arc<Self>, key: PoolKey, mut sender: Sender) {
+    /// Return a connection whose exchange completed (its response body was read to the end).
+    pub fn checkin(&self, key: PoolKey, sender: Sender) {
         if sender.is_closed() {
             return;
         }
-        if sender.is_ready() {
-            self.insert(key, sender);
-            return;
-        }
-        let pool = Arc::clone(self);
-        tokio::spawn(async move {
-            if tokio::time::timeout(Duration::from_secs(5), sender.ready())
-                .await
-                .is_ok_and(|r| r.is_ok())
-            {
-                pool.insert(key, sender);
-            }
-        });
+        self.insert(key, sender);
     }
 
     fn insert(&self, key: PoolKey, sender: Sender) {

@@ -33,6 +33,8 @@ pub fn options(config: std::path::PathBuf) -> ServeOptions {
         admin_listen: "off".into(),
         status_listen: "127.0.0.1:0".into(),
         admin_token: None,
+        // One proxy worker thread per in-process gateway: many run in parallel.
+        workers: 1,
         drain_timeout: Duration::from_secs(5),
         trusted_ips: vec![],
     }
