@@ -145,3 +145,45 @@ async fn without_retries_a_dead_target_fails_with_502() {
         "{counts:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hashing_by_cookie_sets_and_honours_the_cookie() {
+    let echoes = [
+        Echo::start("A").await,
+        Echo::start("B").await,
+        Echo::start("C").await,
+    ];
+    let targets: Vec<(String, u32)> = echoes.iter().map(|e| (e.authority(), 100)).collect();
+    let yaml = upstream_config(
+        &targets,
+        "    hash_on: cookie\n    hash_on_cookie: sticky\n    hash_on_cookie_path: /app\n    algorithm: consistent-hashing\n",
+        "",
+    );
+    let gw = Gateway::start(&yaml).await;
+    let c = client();
+    let resp = c.get(gw.proxy_url()).send().await.expect("request");
+    let set = resp.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let first = resp.headers()["x-instance"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let (pair, attrs) = set.split_once(';').expect("cookie attributes");
+    assert!(pair.starts_with("sticky="), "{set}");
+    assert!(attrs.contains("Path=/app"), "{set}");
+    for _ in 0..10 {
+        let resp = c
+            .get(gw.proxy_url())
+            .header("cookie", pair)
+            .send()
+            .await
+            .expect("request");
+        assert!(
+            !resp.headers().contains_key("set-cookie"),
+            "cookie set again"
+        );
+        assert_eq!(resp.headers()["x-instance"], first.as_str());
+    }
+}

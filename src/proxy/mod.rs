@@ -143,7 +143,8 @@ impl Proxy {
             }
         };
         if let Some(v) = &request_id_value {
-            resp.headers_mut().insert(X_KONG_REQUEST_ID.clone(), v.clone());
+            resp.headers_mut()
+                .insert(X_KONG_REQUEST_ID.clone(), v.clone());
         }
         self.stats
             .requests_in_flight
@@ -233,7 +234,12 @@ impl Proxy {
         let original_host = host_value.clone();
         let stripped =
             (route.strip_path && matched_len > 0).then(|| path[..matched_len].to_owned());
-        let mut headers = std::mem::take(&mut parts.headers);
+        // Header/cookie hashing reads the client's headers (`parts`) after these moved on.
+        let mut headers = if hashes_on_headers(&service) {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
         strip_hop_by_hop(&mut headers, upgrade);
         self.forwarding_headers(
             &mut headers,
@@ -786,6 +792,16 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(error = %e, "upgraded connection ended");
     }
+}
+
+/// Whether the service's balancer hashes on a header or a cookie (primary or fallback).
+fn hashes_on_headers(service: &ServiceRuntime) -> bool {
+    service.balancer.as_ref().is_some_and(|b| {
+        let u = b.upstream();
+        [u.hash_on, u.hash_fallback]
+            .iter()
+            .any(|h| matches!(h, HashOn::Header | HashOn::Cookie))
+    })
 }
 
 /// Consistent-hashing inputs taken lazily from the request.
