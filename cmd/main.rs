@@ -12,6 +12,11 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command, LogFormat};
 
+// mimalloc: measurably faster than glibc malloc for the proxy's many small, short-lived
+// allocations (header values, request futures), and it returns memory to the OS promptly.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = match cli.log_format {

@@ -49,6 +49,8 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -349,11 +351,8 @@ impl Proxy {
         set(headers, &X_FORWARDED_FOR, &xff);
         let keep = |headers: &HeaderMap, name: &HeaderName| trusted && headers.contains_key(name);
         if !keep(headers, &X_FORWARDED_PROTO) {
-            set(
-                headers,
-                &X_FORWARDED_PROTO,
-                if conn.tls { "https" } else { "http" },
-            );
+            let proto = if conn.tls { &HTTPS } else { &HTTP };
+            headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
         }
         if !keep(headers, &X_FORWARDED_HOST) {
             let h = host.map(strip_port).unwrap_or("");
@@ -413,7 +412,7 @@ impl Proxy {
         let connect_timeout = Duration::from_millis(svc.connect_timeout);
         let write_timeout = Duration::from_millis(svc.write_timeout);
         let read_timeout = Duration::from_millis(svc.read_timeout);
-        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut tried: smallvec::SmallVec<[SocketAddr; 4]> = smallvec::SmallVec::new();
         let mut last = GatewayError::BAD_GATEWAY;
         for attempt in 0..attempts {
             let (peer, set_cookie) = match &service.balancer {
