@@ -177,7 +177,7 @@ impl Proxy {
         let found = {
             let info = RequestInfo {
                 method: parts.method.as_str(),
-                host: host.as_deref().unwrap_or(""),
+                host: host.unwrap_or(""),
                 port: conn.local.port(),
                 path: &path,
                 headers: &parts.headers,
@@ -191,7 +191,7 @@ impl Proxy {
             && !route.protocols.contains(&Protocol::Http)
             && route.protocols.contains(&Protocol::Https)
         {
-            return Ok(https_required(&route, host.as_deref(), &parts.uri));
+            return Ok(https_required(&route, host, &parts.uri));
         }
 
         let service = route
@@ -248,7 +248,7 @@ impl Proxy {
             &conn,
             trusted,
             client_ip,
-            host.as_deref(),
+            host,
             parts.uri.path(),
             stripped.as_deref(),
             parts.version,
