@@ -1,5 +1,11 @@
 //! Integration tests of `gwctl serve`'s data plane, through real sockets (one test binary).
-#![allow(unreachable_pub)]
+// Test code may unwrap, expect and panic (clippy.toml allows it inside #[test]; this covers the harness).
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 #[macro_use]
 mod support;

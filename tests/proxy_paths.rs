@@ -56,7 +56,7 @@ async fn every_row_of_the_path_joining_table() {
 async fn empty_query_string_is_preserved() {
     let echo = Echo::start("e").await;
     let gw = Gateway::start(&config(&echo)).await;
-    let req = format!("GET /api/users? HTTP/1.1\r\nHost: row0.test\r\nConnection: close\r\n\r\n");
+    let req = "GET /api/users? HTTP/1.1\r\nHost: row0.test\r\nConnection: close\r\n\r\n";
     let resp = raw::exchange(gw.proxy_addr(), req.as_bytes()).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     let e: crate::support::Echoed = serde_json::from_slice(&resp.body).expect("echo json");
