@@ -94,3 +94,48 @@ async fn usage_errors_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
     }
 }
+
+/// CONTRACT: with `--log-format json` the listening line carries `proxy`, `admin`, `status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_listening_line_has_the_bound_addresses() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = TempDir::new();
+    let cfg = dir.write("kong.yml", "_format_version: \"3.0\"\n");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gwctl"))
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&cfg)
+        .args([
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            "--status-listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if l.contains("listening") && l.contains("\"proxy\"") {
+                return Some(l);
+            }
+        }
+        None
+    })
+    .await
+    .expect("listening line within 20 s")
+    .expect("listening line");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+    let proxy: std::net::SocketAddr = v["proxy"].as_str().expect("proxy").parse().expect("addr");
+    assert_ne!(proxy.port(), 0);
+    assert_eq!(v["admin"], "off");
+    let status = v["status"].as_str().expect("status").to_owned();
+    let o = gwctl(&["health", "--status-url", &format!("http://{status}")]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    child.kill().await.expect("kill");
+}

@@ -89,6 +89,7 @@ async fn large_bodies_stream_with_bounded_memory() {
     done.store(true, Ordering::SeqCst);
     sampler.await.expect("sampler");
     let grew = peak.load(Ordering::SeqCst).saturating_sub(baseline);
+    eprintln!("gateway RSS: baseline {baseline} KiB, peak +{grew} KiB");
     assert!(
         grew < 64 * 1024,
         "gateway RSS grew by {grew} KiB (baseline {baseline} KiB)"
