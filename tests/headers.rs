@@ -213,3 +213,38 @@ async fn response_headers_on_gateway_made_responses() {
     ));
     assert!(!h.contains_key("x-kong-upstream-latency"));
 }
+
+/// kong-compat §2.6: the Upstream's `host_header` replaces the target name in Host; a target
+/// given by name keeps its name (and non-default port) in Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_host_header_and_target_names() {
+    let echo = Echo::start("e").await;
+    let port = echo.addr.port();
+    let yaml = format!(
+        r#"_format_version: "3.0"
+upstreams:
+  - name: with-header.up
+    host_header: api.internal
+    targets:
+      - target: 127.0.0.1:{port}
+  - name: by-name.up
+    targets:
+      - target: localhost:{port}
+services:
+  - host: with-header.up
+    routes:
+      - paths: ["/hh"]
+  - host: by-name.up
+    routes:
+      - paths: ["/bn"]
+"#
+    );
+    let gw = Gateway::start(&yaml).await;
+    let c = client();
+    let (st, e) = crate::support::get_echo(&c, &format!("{}/hh", gw.proxy_url()), None).await;
+    assert_eq!(st, 200);
+    assert_eq!(e.expect("echo").header("host"), "api.internal");
+    let (st, e) = crate::support::get_echo(&c, &format!("{}/bn", gw.proxy_url()), None).await;
+    assert_eq!(st, 200);
+    assert_eq!(e.expect("echo").header("host"), format!("localhost:{port}"));
+}
