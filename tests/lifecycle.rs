@@ -88,3 +88,39 @@ async fn status_api_reports_ready_and_counts() {
     assert_ne!(hash, "0".repeat(32));
     gw.stop().await;
 }
+
+/// SIGINT works like SIGTERM, and `--drain-timeout` bounds the wait for a request that takes
+/// longer: the process still exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_with_drain_timeout_bounds_the_wait() {
+    let echo = Echo::start("e").await;
+    let mut gw = BinGateway::start(&config(&echo), &["--drain-timeout", "1"]).await;
+    let url = format!("{}/stuck", gw.proxy_url());
+    let stuck = tokio::spawn(async move {
+        client()
+            .get(url)
+            .header("x-echo-delay-ms", "4000")
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    assert_eventually!(
+        Duration::from_secs(5),
+        echo.hits() == 1,
+        "request reached the upstream"
+    );
+    let signalled = Instant::now();
+    gw.signal("-INT");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)).await, Some(0));
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(3500),
+        "exit after {took:?}, expected about the 1 s drain timeout"
+    );
+    // The cut request did not get a 200.
+    let outcome = tokio::time::timeout(Duration::from_secs(5), stuck)
+        .await
+        .expect("client returns")
+        .expect("task");
+    assert!(!matches!(outcome, Ok(200)), "{outcome:?}");
+}

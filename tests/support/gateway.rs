@@ -222,12 +222,17 @@ impl BinGateway {
 
     /// Send SIGTERM.
     pub fn sigterm(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Send a signal (`-TERM`, `-INT`) with kill(1).
+    pub fn signal(&self, sig: &str) {
         let ok = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
+            .args([sig, &self.pid.to_string()])
             .status()
             .expect("run kill")
             .success();
-        assert!(ok, "kill -TERM {} failed", self.pid);
+        assert!(ok, "kill {sig} {} failed", self.pid);
     }
 
     /// Wait (bounded) for the process to exit; returns its exit code.
