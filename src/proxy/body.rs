@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
-use super::pool::{Conn, Pool, PoolKey};
+use super::pool::{Pool, PoolKey, Sender};
 
 /// Errors a [`ProxyBody`] may yield.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -75,14 +75,14 @@ impl Body for UpstreamReqBody {
     }
 }
 
-/// The connection a response body arrives on, and where it returns once read to the end.
+/// Where a connection returns once its response was read to the end.
 pub struct Checkin {
-    /// The pool (`None`: the connection must not be reused).
-    pub pool: Option<Arc<Pool>>,
+    /// The pool.
+    pub pool: Arc<Pool>,
     /// The connection's key.
     pub key: PoolKey,
-    /// The connection, driven while the body is read.
-    pub conn: Conn,
+    /// The connection.
+    pub sender: Sender,
 }
 
 /// A response body streamed from the upstream.
@@ -101,7 +101,7 @@ impl UpstreamBody {
         self.peer = peer;
     }
 
-    /// Wrap an upstream body arriving on `checkin.conn`.
+    /// Wrap an upstream body. `checkin` is `None` for connections that must not be reused.
     pub fn new(inner: Incoming, read_timeout: Duration, checkin: Option<Checkin>) -> Self {
         let mut body = Self {
             inner,
@@ -117,10 +117,8 @@ impl UpstreamBody {
     }
 
     fn finish(&mut self) {
-        if let Some(c) = self.checkin.take()
-            && let Some(pool) = c.pool
-        {
-            pool.checkin(c.key, c.conn);
+        if let Some(c) = self.checkin.take() {
+            c.pool.checkin(c.key, c.sender);
         }
         self.peer = None;
     }
@@ -135,10 +133,6 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        // The connection's I/O is driven here: it is what fills `inner`.
-        if let Some(c) = this.checkin.as_mut() {
-            c.conn.poll_drive(cx);
-        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.timer = None;

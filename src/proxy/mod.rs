@@ -33,7 +33,7 @@ use crate::router::{RequestInfo, UriCaptures, normalize_path, upstream_path};
 use crate::snapshot::{ServiceRuntime, SnapshotStore};
 
 use self::body::{Checkin, ProxyBody, UpstreamBody, UpstreamReqBody};
-use self::pool::{Conn, ConnectError, Pool, PoolKey};
+use self::pool::{ConnectError, Pool, PoolKey, Sender};
 use self::respond::{GatewayError, SERVER_HEADER};
 
 /// `Via` value appended to requests and responses (Kong 3.8+ format).
@@ -529,57 +529,27 @@ impl Proxy {
         let mut pooled = if upgrade {
             None
         } else {
-            self.pool.checkout(&key)
+            self.pool.checkout(&key).await
         };
         loop {
             let from_pool = pooled.is_some();
-            let mut conn: Conn = match pooled.take() {
-                Some(c) => c,
-                None => match pool::connect(
-                    addr,
-                    tls.map(|t| (t, sni)),
-                    connect_timeout,
-                    write_timeout,
-                    upgrade,
-                )
-                .await
-                {
-                    Ok(c) => c,
-                    Err(e) => return Err(connect_failure(e, req)),
-                },
+            let mut sender: Sender = match pooled.take() {
+                Some(s) => s,
+                None => {
+                    match pool::connect(addr, tls.map(|t| (t, sni)), connect_timeout, write_timeout)
+                        .await
+                    {
+                        Ok(s) => s,
+                        Err(e) => return Err(connect_failure(e, req)),
+                    }
+                }
             };
-            // An idle connection was not polled in the pool: drive it until it is ready for
-            // the next request (or turns out closed).
-            let ready = std::future::poll_fn(|cx| {
-                if !conn.poll_drive(cx) {
-                    return std::task::Poll::Ready(Err(()));
-                }
-                conn.sender.poll_ready(cx).map_err(|_| ())
-            })
-            .await;
-            if ready.is_err() {
-                if from_pool {
-                    pooled = self.pool.checkout(&key);
-                    continue;
-                }
-                return Err(AttemptError {
-                    error: GatewayError::BAD_GATEWAY,
-                    unsent: Some(req),
-                    outcome: Outcome::TcpFailure,
-                    detail: format!("connection to {addr} closed before the request"),
-                });
-            }
             // A keep-alive connection may have been closed by the upstream just as we reused
             // it; a bodiless request is then replayed on a fresh connection.
             let replay = (from_pool && matches!(req.body(), UpstreamReqBody::Empty))
                 .then(|| clone_bodiless(&req));
-            let response = conn.sender.try_send_request(req);
-            let mut response = std::pin::pin!(response);
-            let driven = std::future::poll_fn(|cx| {
-                conn.poll_drive(cx);
-                response.as_mut().poll(cx)
-            });
-            let sent = head_with_timeout(driven, body_done, read_timeout).await;
+            let sent =
+                head_with_timeout(sender.try_send_request(req), body_done, read_timeout).await;
             let resp = match sent {
                 Ok(Ok(resp)) => resp,
                 Ok(Err(mut e)) => {
@@ -602,12 +572,10 @@ impl Proxy {
                     match (unsent, replay) {
                         (Some(back), _) if from_pool => {
                             req = back;
-                            pooled = self.pool.checkout(&key);
                             continue;
                         }
                         (None, Some(again)) => {
                             req = again;
-                            pooled = self.pool.checkout(&key);
                             continue;
                         }
                         (unsent, _) => {
@@ -629,15 +597,15 @@ impl Proxy {
                     });
                 }
             };
-            let checkin = Checkin {
-                pool: (!upgrade).then(|| Arc::clone(&self.pool)),
+            let checkin = (!upgrade).then(|| Checkin {
+                pool: Arc::clone(&self.pool),
                 key: key.clone(),
-                conn,
-            };
+                sender,
+            });
             let (parts, body) = resp.into_parts();
             return Ok(Response::from_parts(
                 parts,
-                UpstreamBody::new(body, read_timeout, Some(checkin)),
+                UpstreamBody::new(body, read_timeout, checkin),
             ));
         }
     }

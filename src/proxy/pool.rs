@@ -1,13 +1,9 @@
 //! Upstream connections: connect (TCP, optional TLS) with timeouts, and a keep-alive pool of
 //! HTTP/1.1 connections keyed by address and TLS identity.
 //!
-//! A connection's I/O is driven inline by the request that uses it ([`Conn::poll_drive`], from
-//! the attempt and then from the response body), not by a task of its own: a proxied request
-//! then never hands work to another task, which is most of what a separate connection task
-//! costs. A connection goes back to the pool, driver and all, only when its response body has
-//! been read to the end (see [`super::body::UpstreamBody`]); one whose body was abandoned is
-//! closed. Idle connections are dropped after [`IDLE_TIMEOUT`], and the pool keeps at most
-//! [`MAX_IDLE_PER_KEY`] per key. Upgraded (WebSocket) connections get a task of their own.
+//! A connection goes back to the pool only when its response body has been read to the end (see
+//! [`super::body::UpstreamBody`]); one whose body was abandoned is closed. Idle connections are
+//! dropped after [`IDLE_TIMEOUT`], and the pool keeps at most [`MAX_IDLE_PER_KEY`] per key.
 
 use std::collections::HashMap;
 use std::io;
@@ -35,49 +31,6 @@ pub const MAX_IDLE_PER_KEY: usize = 512;
 
 /// A sender on an upstream HTTP/1.1 connection.
 pub type Sender = http1::SendRequest<UpstreamReqBody>;
-
-type Driver = Pin<Box<http1::Connection<TokioIo<WriteTimeout<Stream>>, UpstreamReqBody>>>;
-
-/// An upstream connection: the sender and, unless it runs as its own task, its I/O driver.
-pub struct Conn {
-    /// Sends requests.
-    pub sender: Sender,
-    driver: Option<Driver>,
-    /// Driven inline (poolable); false for upgrade connections that run as their own task.
-    inline: bool,
-    closed: bool,
-}
-
-impl Conn {
-    /// Drive the connection's I/O (reads, writes, the request body). Must be polled by whoever
-    /// waits on this connection. Returns false once the connection has closed.
-    pub fn poll_drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.closed {
-            return false;
-        }
-        let Some(driver) = self.driver.as_mut() else {
-            return !self.sender.is_closed();
-        };
-        match driver.as_mut().poll(cx) {
-            Poll::Pending => true,
-            Poll::Ready(result) => {
-                if let Err(err) = result {
-                    tracing::debug!(error = %err, "upstream connection ended with an error");
-                }
-                // Dropping the finished driver closes its channels, which fails the sender and
-                // ends any response body still waiting on it.
-                self.driver = None;
-                self.closed = true;
-                false
-            }
-        }
-    }
-
-    /// Whether the connection is known to be closed.
-    pub fn is_closed(&self) -> bool {
-        self.closed || self.sender.is_closed()
-    }
-}
 
 /// Identifies interchangeable connections.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -121,7 +74,7 @@ pub enum ConnectError {
 }
 
 struct Idle {
-    conn: Conn,
+    sender: Sender,
     since: Instant,
 }
 
@@ -137,29 +90,40 @@ impl Pool {
         Arc::new(Self::default())
     }
 
-    /// Take an idle connection for `key` that has not timed out. The caller checks readiness
-    /// (driving it), since an idle connection is not polled while it sits in the pool.
-    pub fn checkout(&self, key: &PoolKey) -> Option<Conn> {
-        let mut idle = self.idle.lock().ok()?;
-        let list = idle.get_mut(key)?;
+    /// Take a live idle connection for `key`, if any, waiting for hyper to finish the previous
+    /// exchange's bookkeeping (it usually already has).
+    pub async fn checkout(&self, key: &PoolKey) -> Option<Sender> {
         loop {
-            let entry = list.pop()?;
-            if entry.since.elapsed() < IDLE_TIMEOUT && !entry.conn.is_closed() {
-                return Some(entry.conn);
+            let mut sender = {
+                let mut idle = self.idle.lock().ok()?;
+                let list = idle.get_mut(key)?;
+                loop {
+                    let conn = list.pop()?;
+                    if conn.since.elapsed() < IDLE_TIMEOUT && !conn.sender.is_closed() {
+                        break conn.sender;
+                    }
+                }
+            };
+            if sender.is_ready() || sender.ready().await.is_ok() {
+                return Some(sender);
             }
         }
     }
 
     /// Return a connection whose exchange completed (its response body was read to the end).
-    pub fn checkin(&self, key: PoolKey, conn: Conn) {
-        if conn.is_closed() || !conn.inline {
+    pub fn checkin(&self, key: PoolKey, sender: Sender) {
+        if sender.is_closed() {
             return;
         }
+        self.insert(key, sender);
+    }
+
+    fn insert(&self, key: PoolKey, sender: Sender) {
         if let Ok(mut idle) = self.idle.lock() {
             let list = idle.entry(key).or_default();
             if list.len() < MAX_IDLE_PER_KEY {
                 list.push(Idle {
-                    conn,
+                    sender,
                     since: Instant::now(),
                 });
             }
@@ -170,7 +134,7 @@ impl Pool {
     pub fn sweep(&self) {
         if let Ok(mut idle) = self.idle.lock() {
             idle.retain(|_, list| {
-                list.retain(|c| c.since.elapsed() < IDLE_TIMEOUT && !c.conn.is_closed());
+                list.retain(|c| c.since.elapsed() < IDLE_TIMEOUT && !c.sender.is_closed());
                 !list.is_empty()
             });
         }
@@ -185,16 +149,13 @@ impl Pool {
     }
 }
 
-/// Open a new connection. Its driver is polled inline by the requests that use it, or, for an
-/// `upgrade` (WebSocket), runs as a task of its own so the upgraded stream can outlive the
-/// request.
+/// Open a new connection and run its HTTP/1.1 driver on the runtime.
 pub async fn connect(
     addr: SocketAddr,
     tls: Option<(&UpstreamTls, &str)>,
     connect_timeout: Duration,
     write_timeout: Duration,
-    upgrade: bool,
-) -> Result<Conn, ConnectError> {
+) -> Result<Sender, ConnectError> {
     let stream = tokio::time::timeout(connect_timeout, open(addr, tls))
         .await
         .map_err(|_| ConnectError::Timeout(addr))??;
@@ -203,25 +164,12 @@ pub async fn connect(
         .handshake(io)
         .await
         .map_err(|source| ConnectError::Http { addr, source })?;
-    if upgrade {
-        tokio::spawn(async move {
-            if let Err(err) = conn.with_upgrades().await {
-                tracing::debug!(%addr, error = %err, "upstream connection ended with an error");
-            }
-        });
-        return Ok(Conn {
-            sender,
-            driver: None,
-            inline: false,
-            closed: false,
-        });
-    }
-    Ok(Conn {
-        sender,
-        driver: Some(Box::pin(conn)),
-        inline: true,
-        closed: false,
-    })
+    tokio::spawn(async move {
+        if let Err(err) = conn.with_upgrades().await {
+            tracing::debug!(%addr, error = %err, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 async fn open(addr: SocketAddr, tls: Option<(&UpstreamTls, &str)>) -> Result<Stream, ConnectError> {
