@@ -32,5 +32,7 @@ mod websocket;
 mod lifecycle;
 // Client garbage: 400/431, never 5xx, the gateway keeps serving.
 mod malformed;
+// Upstream connect and write timeouts.
+mod timeouts;
 // The CLI contract: --version, health, serve with a bad config, exit codes.
 mod cli;

@@ -579,10 +579,16 @@ impl Proxy {
                             continue;
                         }
                         (unsent, _) => {
+                            // A stalled write (nginx's proxy_send_timeout) is a timeout: 504.
+                            let (error, outcome) = if caused_by_timeout(&err) {
+                                (GatewayError::TIMEOUT, Outcome::Timeout)
+                            } else {
+                                (GatewayError::BAD_GATEWAY, Outcome::TcpFailure)
+                            };
                             return Err(AttemptError {
-                                error: GatewayError::BAD_GATEWAY,
+                                error,
                                 unsent,
-                                outcome: Outcome::TcpFailure,
+                                outcome,
                                 detail,
                             });
                         }
@@ -627,6 +633,20 @@ async fn head_with_timeout<F: std::future::Future>(
         *body_done = None;
     }
     tokio::time::timeout(read_timeout, fut).await
+}
+
+/// Whether an I/O timeout (our write timeout) is somewhere in the error's causes.
+fn caused_by_timeout(err: &hyper::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn clone_bodiless(req: &Request<UpstreamReqBody>) -> Request<UpstreamReqBody> {
