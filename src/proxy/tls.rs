@@ -79,7 +79,7 @@ impl UpstreamTls {
         } else {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+                .with_custom_certificate_verifier(no_verify())
                 .with_no_client_auth()
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -88,6 +88,13 @@ impl UpstreamTls {
             verify,
         })
     }
+}
+
+/// A verifier that accepts any server certificate (still checking handshake signatures):
+/// Kong's behaviour when `tls_verify` is off, and health probes without
+/// `https_verify_certificate`.
+pub fn no_verify() -> Arc<dyn ServerCertVerifier> {
+    Arc::new(NoVerify(provider()))
 }
 
 /// Accepts any server certificate: Kong's behaviour when `tls_verify` is off.
