@@ -13,6 +13,7 @@
 //! - [`status`] serves `/status` and `/status/ready`.
 //! - [`telemetry`] sets up logging.
 
+pub mod admin;
 pub mod balancer;
 pub mod declarative;
 pub mod model;
@@ -21,6 +22,7 @@ pub mod router;
 pub mod serve;
 pub mod snapshot;
 pub mod status;
+pub mod store;
 pub mod telemetry;
 
 /// The Kong version whose behaviour gwctl matches; reported by `GET /` and in `Server`/`Via`.

@@ -22,10 +22,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::admin::AdminState;
 use crate::balancer::BalancerRegistry;
+use crate::model::schema::{EntityKind, NoPlugins, PluginSchemas, now_ms};
 use crate::proxy::{ConnInfo, Proxy, Stats};
 use crate::snapshot::SnapshotStore;
 use crate::status::StatusState;
+use crate::store::{Entity, MemoryStore, PgStore, Store, Tables};
 
 /// The declarative configuration used when `--config` is not given (DB-less).
 pub const DEFAULT_CONFIG: &str = include_str!("../compose/gateway.yml");
@@ -34,6 +37,8 @@ pub const DEFAULT_CONFIG: &str = include_str!("../compose/gateway.yml");
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Time a client has to send a complete request head (and idle keep-alive bound).
 const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the publisher waits for a burst of changes to settle before compiling.
+const PUBLISH_COALESCE: Duration = Duration::from_millis(5);
 /// Time a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -118,31 +123,58 @@ pub async fn run_until(
     mut shutdown: watch::Receiver<bool>,
     on_bound: impl FnOnce(&Bound),
 ) -> anyhow::Result<()> {
-    if options.database_url.is_some() {
-        bail!("Postgres mode is not implemented yet; run without --database-url (DB-less)");
-    }
-    let (text, source) = match &options.config {
-        Some(path) => (
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading configuration {}", path.display()))?,
-            path.display().to_string(),
-        ),
-        None => (DEFAULT_CONFIG.to_owned(), "embedded default".to_owned()),
-    };
-    let config = crate::declarative::parse(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "invalid declarative configuration in {source}:\n  {}",
-            e.lines().join("\n  ")
-        )
-    })?;
     let trusted = parse_trusted(&options.trusted_ips)?;
+    let node_id = uuid::Uuid::new_v4();
+    let plugins: Arc<dyn PluginSchemas> = Arc::new(NoPlugins);
+    let config: Arc<dyn Store> = match &options.database_url {
+        Some(url) => {
+            if options.config.is_some() {
+                bail!(
+                    "--config is for DB-less mode; with --database-url the configuration lives in \
+                     Postgres (load a file with `gwctl setup kong --file`)"
+                );
+            }
+            PgStore::connect(url, node_id)
+                .await
+                .with_context(|| format!("opening the Postgres store at {}", redact_url(url)))?
+        }
+        None => {
+            let (text, source) = match &options.config {
+                Some(path) => (
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("reading configuration {}", path.display()))?,
+                    path.display().to_string(),
+                ),
+                None => (DEFAULT_CONFIG.to_owned(), "embedded default".to_owned()),
+            };
+            let parsed =
+                crate::declarative::parse_with(&text, &*plugins, now_ms()).map_err(|e| {
+                    anyhow::anyhow!(
+                        "invalid declarative configuration in {source}:\n  {}",
+                        e.lines().join("\n  ")
+                    )
+                })?;
+            Arc::new(MemoryStore::new(
+                Tables::from_config(parsed),
+                crate::declarative::config_hash(&text),
+            ))
+        }
+    };
 
     let balancers = BalancerRegistry::new();
     let store = Arc::new(SnapshotStore::new(balancers).context("initialising the router")?);
+    let mut revisions = config.subscribe();
+    revisions.borrow_and_update();
     store
-        .publish(config, crate::declarative::config_hash(&text))
+        .publish_tables(config.tables(), config.config_hash())
         .await
-        .with_context(|| format!("compiling configuration from {source}"))?;
+        .context("compiling the configuration")?;
+    let publisher = tokio::spawn(publish_changes(
+        Arc::clone(&config),
+        Arc::clone(&store),
+        revisions,
+    ));
+    let health_follower = tokio::spawn(follow_health(Arc::clone(&config), Arc::clone(&store)));
 
     let stats = Arc::new(Stats::default());
     let proxy_up = Arc::new(AtomicBool::new(false));
@@ -150,8 +182,8 @@ pub async fn run_until(
         store: Arc::clone(&store),
         stats: Arc::clone(&stats),
         proxy_up: Arc::clone(&proxy_up),
-        node_id: uuid::Uuid::new_v4(),
-        database: false,
+        node_id,
+        config: Arc::clone(&config),
     };
     let workers = if options.workers == 0 {
         std::thread::available_parallelism().map_or(1, usize::from)
@@ -229,7 +261,13 @@ pub async fn run_until(
 
     let mut tasks = JoinSet::new();
     if let Some(l) = admin_listener {
-        let app = crate::status::admin_router(status_state.clone());
+        let app = crate::admin::router(AdminState {
+            store: Arc::clone(&config),
+            snapshots: Arc::clone(&store),
+            status: status_state.clone(),
+            plugins: Arc::clone(&plugins),
+            token: options.admin_token.as_deref().map(Arc::from),
+        });
         tasks.spawn(serve_axum(l, app, shutdown.clone()));
     }
     if let Some(l) = status_listener {
@@ -269,6 +307,8 @@ pub async fn run_until(
     })
     .await;
     tasks.abort_all();
+    publisher.abort();
+    health_follower.abort();
     store.shutdown();
     tracing::info!("stopped");
     Ok(())
@@ -360,6 +400,72 @@ fn bind_reuseport(addr: &str, count: usize) -> anyhow::Result<Vec<std::net::TcpL
         out.push(listener);
     }
     Ok(out)
+}
+
+/// Recompile the snapshot whenever the store changes, off the request path. Bursts of writes
+/// are coalesced: one compile covers every change that arrived while the previous one ran.
+async fn publish_changes(
+    config: Arc<dyn Store>,
+    snapshots: Arc<SnapshotStore>,
+    mut revisions: watch::Receiver<u64>,
+) {
+    while revisions.changed().await.is_ok() {
+        // Let a burst settle a little so 1,000 writes do not mean 1,000 compiles.
+        tokio::time::sleep(PUBLISH_COALESCE).await;
+        revisions.borrow_and_update();
+        if let Err(e) = snapshots
+            .publish_tables(config.tables(), config.config_hash())
+            .await
+        {
+            tracing::error!(error = %e, "the new configuration does not compile; still serving the previous one");
+        }
+    }
+}
+
+/// Apply manual health overrides (from this node's admin API or, in Postgres mode, any node's)
+/// to the balancers.
+async fn follow_health(config: Arc<dyn Store>, snapshots: Arc<SnapshotStore>) {
+    let mut events = config.health_events();
+    loop {
+        let h = match events.recv().await {
+            Ok(h) => h,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let tables = config.tables();
+        let (Some(u), Some(t)) = (
+            tables.get(EntityKind::Upstreams, h.upstream),
+            tables.get(EntityKind::Targets, h.target),
+        ) else {
+            continue;
+        };
+        let (Entity::Upstream(u), Entity::Target(t)) = (&**u, &**t) else {
+            continue;
+        };
+        if let Some(b) = snapshots.load().balancers.get(&u.name) {
+            b.set_health(&t.target, h.address.as_deref(), h.healthy);
+        }
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (auth, host) = match rest.rsplit_once('@') {
+                Some((auth, host)) => (Some(auth), host),
+                None => (None, rest),
+            };
+            match auth {
+                Some(a) => {
+                    let user = a.split(':').next().unwrap_or_default();
+                    format!("{scheme}://{user}:***@{host}")
+                }
+                None => format!("{scheme}://{host}"),
+            }
+        }
+        None => "<database url>".to_owned(),
+    }
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone).

@@ -16,6 +16,7 @@ use crate::balancer::{Balancer, BalancerRegistry};
 use crate::model::{Config, Protocol, Route, Service};
 use crate::proxy::tls::UpstreamTls;
 use crate::router::{Router, RouterError};
+use crate::store::Tables;
 
 /// A service ready for proxying: the entity plus what was resolved for it at compile time.
 #[derive(Debug)]
@@ -32,8 +33,10 @@ pub struct ServiceRuntime {
 pub struct Snapshot {
     /// Increases with every publish.
     pub revision: u64,
-    /// The configuration it was compiled from.
+    /// The proxy-relevant part of the configuration it was compiled from.
     pub config: Arc<Config>,
+    /// Everything, indexed (consumers and credentials are looked up here, not copied).
+    pub tables: Tables,
     /// Kong's `configuration_hash`: 32 hex chars, zeros when nothing was loaded.
     pub hash: String,
     /// Route matcher.
@@ -76,6 +79,7 @@ impl SnapshotStore {
         let empty = Snapshot {
             revision: 0,
             config: Arc::new(Config::default()),
+            tables: Tables::default(),
             hash: "0".repeat(32),
             router: Router::new(&[])?,
             services: HashMap::new(),
@@ -97,8 +101,14 @@ impl SnapshotStore {
 
     /// Compile `config` and swap it in. On error the current snapshot stays.
     pub async fn publish(&self, config: Config, hash: String) -> Result<u64, CompileError> {
+        self.publish_tables(Tables::from_config(config), hash).await
+    }
+
+    /// Compile the store's `tables` and swap them in. On error the current snapshot stays.
+    pub async fn publish_tables(&self, tables: Tables, hash: String) -> Result<u64, CompileError> {
         let _guard = self.publish_lock.lock().await;
-        let config = Arc::new(config);
+        let started = std::time::Instant::now();
+        let config = Arc::new(tables.core_config());
         let balancers = self
             .balancers
             .reconcile(&config.upstreams, &config.targets)
@@ -142,13 +152,19 @@ impl SnapshotStore {
         self.current.store(Arc::new(Snapshot {
             revision,
             config,
+            tables,
             hash,
             router,
             services,
             balancers,
             loaded: true,
         }));
-        tracing::info!(revision, routes = routes.len(), "configuration published");
+        tracing::info!(
+            revision,
+            routes = routes.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "configuration published"
+        );
         Ok(revision)
     }
 

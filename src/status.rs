@@ -25,8 +25,8 @@ pub struct StatusState {
     pub proxy_up: Arc<std::sync::atomic::AtomicBool>,
     /// This node's id.
     pub node_id: uuid::Uuid,
-    /// Whether a database backs the configuration (Postgres mode).
-    pub database: bool,
+    /// The configuration store (for `database.reachable`).
+    pub config: Arc<dyn crate::store::Store>,
 }
 
 /// The status listener's router.
@@ -61,8 +61,8 @@ pub async fn status(State(s): State<StatusState>) -> Json<serde_json::Value> {
             "lua_shared_dicts": {},
         },
     });
-    if s.database {
-        body["database"] = json!({ "reachable": true });
+    if let Some(db) = s.config.database() {
+        body["database"] = json!({ "reachable": db.reachable });
     } else {
         body["configuration_hash"] = json!(s.store.load().hash);
     }
@@ -91,35 +91,4 @@ pub async fn ready(State(s): State<StatusState>) -> Response {
 /// Kong's 404 body.
 pub async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, Json(json!({"message": "Not found"}))).into_response()
-}
-
-/// The admin listener until the full Admin API exists: `GET /` and `/status`.
-pub fn admin_router(state: StatusState) -> Router {
-    Router::new()
-        .route("/", get(node_info))
-        .route("/status", get(status))
-        .fallback(not_found)
-        .with_state(state)
-}
-
-/// `GET /`: node information in Kong's shape.
-pub async fn node_info(State(s): State<StatusState>) -> Json<serde_json::Value> {
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
-    Json(json!({
-        "tagline": "Welcome to gwctl",
-        "version": crate::KONG_VERSION,
-        "edition": "community",
-        "hostname": hostname,
-        "node_id": s.node_id,
-        "gwctl_version": crate::VERSION,
-        "timers": {"running": 0, "pending": 0},
-        "plugins": {"available_on_server": {}, "enabled_in_cluster": []},
-        "pids": {"master": std::process::id(), "workers": [std::process::id()]},
-        "configuration": {
-            "database": if s.database { "postgres" } else { "off" },
-            "router_flavor": "traditional_compatible",
-        },
-    }))
 }

@@ -370,6 +370,30 @@ impl Balancer {
         true
     }
 
+    /// Manual override of one target, or of one of its resolved addresses (`ip:port`). Returns
+    /// false when there is no such target or address.
+    pub fn set_health(&self, target: &str, address: Option<&str>, healthy: bool) -> bool {
+        let Some(address) = address else {
+            return self.set_target_health(target, healthy);
+        };
+        let name = self.core.name();
+        let tt = lock(&self.core.targets);
+        let Some(te) = tt.get(target) else {
+            return false;
+        };
+        let why = if healthy {
+            "manual override (healthy)"
+        } else {
+            "manual override (unhealthy)"
+        };
+        let mut found = false;
+        for a in te.addrs.iter().filter(|a| a.addr.to_string() == address) {
+            a.set(healthy, &name, why);
+            found = true;
+        }
+        found
+    }
+
     /// Health of every target and address.
     pub fn health(&self) -> UpstreamHealth {
         let on = hc_on(&self.core.cfg.load().healthchecks);

@@ -95,6 +95,14 @@ pub trait PluginSchemas: Send + Sync {
     /// The `config` field (normally a required [`Field::record`]) of plugin `name`, or `None`
     /// when the plugin is not enabled.
     fn config(&self, name: &str) -> Option<Field>;
+    /// Names of the plugins this node can run, sorted.
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Kong's priority of plugin `name` (for `GET /`'s `available_on_server`).
+    fn priority(&self, _name: &str) -> i64 {
+        0
+    }
     /// Whether the plugin may be scoped to a consumer (jwt, key-auth, cors... may not).
     fn allows_consumer(&self, _name: &str) -> bool {
         true

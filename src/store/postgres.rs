@@ -1,0 +1,586 @@
+//! The Postgres store: many gateway nodes share one database.
+//!
+//! - Writes: one transaction per admin write. The row goes to its kind's table (constraints
+//!   enforce Kong's unique and foreign keys; violations map to Kong's errors), a row is appended to
+//!   `gwctl_changes`, and `pg_notify('gwctl_changes', ...)` announces it. The write returns after
+//!   COMMIT, and the node applies it to its own mirror before answering.
+//! - Reads: every node keeps a full mirror ([`Tables`]) and reads from it, so admin reads and the
+//!   data plane never wait on the database and keep working while it is away.
+//! - Following: a task LISTENs on `gwctl_changes` and re-reads each changed row (so applying a
+//!   change twice or late is harmless); a poll every [`POLL_INTERVAL`] picks up anything the
+//!   notifications missed; a lost connection is followed by a full resync once it is back.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Row, Transaction};
+use tokio::sync::{broadcast, watch};
+use uuid::Uuid;
+
+use super::entity::{Entity, column_defs, foreign_defs, unique_defs};
+use super::{DatabaseStatus, HealthOverride, Store, StoreError, Tables, WriteOp};
+use crate::model::schema::EntityKind;
+
+/// The notification channel (and change-log table).
+pub const CHANNEL: &str = "gwctl_changes";
+/// How often each node polls the change log as a safety net.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// Change-log rows older than this are pruned.
+const CHANGE_RETENTION: &str = "1 hour";
+
+/// Postgres-backed store with a local mirror.
+pub struct PgStore {
+    pool: PgPool,
+    node_id: Uuid,
+    mirror: RwLock<Tables>,
+    revision: watch::Sender<u64>,
+    health: broadcast::Sender<HealthOverride>,
+    reachable: AtomicBool,
+    /// Highest change-log id applied.
+    applied: AtomicI64,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("node_id", &self.node_id)
+            .field("applied", &self.applied.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the store could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The database cannot be reached.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// The schema is missing.
+    #[error("the database has no gwctl schema; run `gwctl migrate up` first")]
+    NotMigrated,
+    /// Loading the configuration failed.
+    #[error("loading the configuration from the database: {0}")]
+    Load(String),
+}
+
+fn unavailable(e: &sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn table(kind: EntityKind) -> &'static str {
+    kind.name()
+}
+
+impl PgStore {
+    /// Connect, load everything, and start following changes.
+    pub async fn connect(url: &str, node_id: Uuid) -> Result<Arc<Self>, ConnectError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect(url)
+            .await
+            .map_err(ConnectError::Connect)?;
+        let migrated: bool =
+            sqlx::query_scalar("SELECT to_regclass('public.gwctl_changes') IS NOT NULL")
+                .fetch_one(&pool)
+                .await
+                .map_err(ConnectError::Connect)?;
+        if !migrated {
+            return Err(ConnectError::NotMigrated);
+        }
+        let (tables, applied) = load_all(&pool)
+            .await
+            .map_err(|e| ConnectError::Load(e.to_string()))?;
+        tracing::info!(
+            entities = tables.total(),
+            change = applied,
+            "configuration loaded from Postgres"
+        );
+        let store = Arc::new(Self {
+            pool,
+            node_id,
+            mirror: RwLock::new(tables),
+            revision: watch::Sender::new(0),
+            health: broadcast::Sender::new(256),
+            reachable: AtomicBool::new(true),
+            applied: AtomicI64::new(applied),
+        });
+        tokio::spawn(follow(Arc::downgrade(&store)));
+        Ok(store)
+    }
+
+    /// This node's id (written into the change log).
+    pub fn node_id(&self) -> Uuid {
+        self.node_id
+    }
+
+    fn with_mirror<R>(&self, f: impl FnOnce(&mut Tables) -> R) -> R {
+        let mut guard = match self.mirror.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let r = f(&mut guard);
+        drop(guard);
+        self.revision.send_modify(|r| *r += 1);
+        r
+    }
+
+    fn note_applied(&self, change: i64) {
+        self.applied.fetch_max(change, Ordering::SeqCst);
+    }
+
+    /// Re-read one changed row and apply it to the mirror.
+    async fn apply_change(&self, kind: EntityKind, id: Uuid) -> Result<(), sqlx::Error> {
+        let sql = format!("SELECT data FROM {} WHERE id = $1", table(kind));
+        let row: Option<sqlx::types::Json<Value>> = sqlx::query_scalar(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(sqlx::types::Json(data)) => match Entity::from_json(kind, data) {
+                Ok(e) => self.with_mirror(|t| t.put(Arc::new(e))),
+                Err(e) => tracing::error!(kind = kind.name(), %id, error = %e, "unreadable row"),
+            },
+            None => {
+                self.with_mirror(|t| {
+                    let _ = t.delete(kind, id, false);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_notification(&self, payload: &str) -> Result<(), sqlx::Error> {
+        let Ok(v) = serde_json::from_str::<Value>(payload) else {
+            tracing::warn!(payload, "unreadable change notification");
+            return Ok(());
+        };
+        let from_self = v["node"].as_str() == Some(self.node_id.to_string().as_str());
+        if v["op"] == "health" {
+            if let Ok(h) = serde_json::from_value::<HealthPayload>(v) {
+                let _ = self.health.send(h.into());
+            }
+            return Ok(());
+        }
+        let change = v["id"].as_i64().unwrap_or_default();
+        if from_self {
+            self.note_applied(change);
+            return Ok(());
+        }
+        let kind = v["kind"].as_str().and_then(EntityKind::from_name);
+        let id = v["entity_id"]
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok());
+        if let (Some(kind), Some(id)) = (kind, id) {
+            self.apply_change(kind, id).await?;
+        }
+        self.note_applied(change);
+        Ok(())
+    }
+
+    /// Apply change-log rows newer than what was applied (missed notifications).
+    async fn poll(&self) -> Result<usize, sqlx::Error> {
+        let since = self.applied.load(Ordering::SeqCst);
+        let rows = sqlx::query(
+            "SELECT id, kind, entity_id, node_id FROM gwctl_changes WHERE id > $1 ORDER BY id \
+             LIMIT 10000",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut applied = 0;
+        for row in rows {
+            let change: i64 = row.try_get("id")?;
+            let node: Option<Uuid> = row.try_get("node_id")?;
+            if node != Some(self.node_id) {
+                let kind: String = row.try_get("kind")?;
+                let id: Option<Uuid> = row.try_get("entity_id")?;
+                if let (Some(kind), Some(id)) = (EntityKind::from_name(&kind), id) {
+                    self.apply_change(kind, id).await?;
+                    applied += 1;
+                }
+            }
+            self.note_applied(change);
+        }
+        Ok(applied)
+    }
+
+    async fn resync(&self) -> Result<(), sqlx::Error> {
+        let (tables, applied) = load_all(&self.pool).await?;
+        self.with_mirror(|t| *t = tables);
+        self.applied.store(applied, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn map_write_error(&self, e: sqlx::Error, op: &WriteOp) -> StoreError {
+        let Some(db) = e.as_database_error() else {
+            self.reachable.store(false, Ordering::Relaxed);
+            return unavailable(&e);
+        };
+        let constraint = db.constraint().unwrap_or_default().to_owned();
+        let code = db.code().unwrap_or_default().to_string();
+        match (code.as_str(), op) {
+            ("23505", WriteOp::Insert(ent) | WriteOp::Upsert(ent)) => {
+                if constraint.ends_with("_pkey") {
+                    return StoreError::PrimaryKey {
+                        kind: ent.kind(),
+                        id: ent.id(),
+                    };
+                }
+                if let Some(def) = unique_defs(ent.kind())
+                    .iter()
+                    .find(|d| d.constraint == constraint)
+                {
+                    let (message_key, fields) = ent.unique_display(def);
+                    return StoreError::Unique {
+                        kind: ent.kind(),
+                        message_key,
+                        fields,
+                    };
+                }
+                StoreError::Internal(db.message().to_owned())
+            }
+            ("23503", WriteOp::Insert(ent) | WriteOp::Upsert(ent)) => {
+                for def in foreign_defs(ent.kind()) {
+                    if constraint.contains(def.column)
+                        && let Some(id) = ent.foreign(def.field)
+                    {
+                        return StoreError::ForeignKey {
+                            field: def.field,
+                            target: def.target,
+                            id,
+                        };
+                    }
+                }
+                StoreError::Internal(db.message().to_owned())
+            }
+            ("23503", WriteOp::Delete(kind, _)) => {
+                let child = EntityKind::ALL
+                    .into_iter()
+                    .find(|k| constraint.starts_with(&format!("{}_", k.name())))
+                    .unwrap_or(EntityKind::Routes);
+                StoreError::ReferencedBy {
+                    kind: *kind,
+                    referenced_by: child,
+                }
+            }
+            _ => StoreError::Internal(db.message().to_owned()),
+        }
+    }
+
+    async fn write_tx(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        op: &WriteOp,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let (kind, id, verb) = match op {
+            WriteOp::Insert(e) | WriteOp::Upsert(e) => {
+                let cols = column_defs(e.kind());
+                let mut names = vec!["id", "data"];
+                names.extend(cols.iter().map(|c| c.column));
+                let placeholders: Vec<String> =
+                    (1..=names.len()).map(|i| format!("${i}")).collect();
+                let mut sql = format!(
+                    "INSERT INTO {} ({}) VALUES ({})",
+                    table(e.kind()),
+                    names.join(", "),
+                    placeholders.join(", ")
+                );
+                if matches!(op, WriteOp::Upsert(_)) {
+                    let sets: Vec<String> = names[1..]
+                        .iter()
+                        .map(|n| format!("{n} = EXCLUDED.{n}"))
+                        .collect();
+                    sql.push_str(&format!(
+                        " ON CONFLICT (id) DO UPDATE SET {}",
+                        sets.join(", ")
+                    ));
+                }
+                let mut q = sqlx::query(&sql)
+                    .bind(e.id())
+                    .bind(sqlx::types::Json(e.to_json()));
+                for c in cols {
+                    let field = c.field;
+                    if c.is_uuid {
+                        q = q.bind(e.foreign(field));
+                    } else {
+                        q = q.bind(e.text(field).map(str::to_owned));
+                    }
+                }
+                q.execute(&mut **tx).await?;
+                (e.kind(), e.id(), "upsert")
+            }
+            WriteOp::Delete(kind, id) => {
+                let sql = format!("DELETE FROM {} WHERE id = $1", table(*kind));
+                let done = sqlx::query(&sql).bind(id).execute(&mut **tx).await?;
+                if done.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                (*kind, *id, "delete")
+            }
+        };
+        let change: i64 = sqlx::query_scalar(
+            "INSERT INTO gwctl_changes (kind, entity_id, op, node_id) VALUES ($1, $2, $3, $4) \
+             RETURNING id",
+        )
+        .bind(kind.name())
+        .bind(id)
+        .bind(verb)
+        .bind(self.node_id)
+        .fetch_one(&mut **tx)
+        .await?;
+        let payload = json!({
+            "id": change,
+            "kind": kind.name(),
+            "entity_id": id,
+            "op": verb,
+            "node": self.node_id,
+        });
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload.to_string())
+            .execute(&mut **tx)
+            .await?;
+        Ok(Some(change))
+    }
+}
+
+/// Load every table and the change-log position in one consistent snapshot.
+async fn load_all(pool: &PgPool) -> Result<(Tables, i64), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let applied: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM gwctl_changes")
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut tables = Tables::default();
+    for kind in EntityKind::ALL {
+        let sql = format!("SELECT data FROM {}", table(kind));
+        let rows: Vec<sqlx::types::Json<Value>> =
+            sqlx::query_scalar(&sql).fetch_all(&mut *tx).await?;
+        for sqlx::types::Json(data) in rows {
+            match Entity::from_json(kind, data) {
+                Ok(e) => tables.put(Arc::new(e)),
+                Err(e) => {
+                    tracing::error!(kind = kind.name(), error = %e, "skipping unreadable row")
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok((tables, applied))
+}
+
+/// Follow the change log until the store is dropped.
+async fn follow(store: Weak<PgStore>) {
+    let mut backoff = Duration::from_millis(100);
+    let mut needs_resync = false;
+    loop {
+        let Some(pool) = store.upgrade().map(|s| s.pool.clone()) else {
+            return;
+        };
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some(s) = store.upgrade() {
+                    s.reachable.store(false, Ordering::Relaxed);
+                }
+                tracing::warn!(error = %e, "database unreachable; serving the last configuration");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                needs_resync = true;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed");
+            tokio::time::sleep(backoff).await;
+            needs_resync = true;
+            continue;
+        }
+        if needs_resync {
+            let Some(s) = store.upgrade() else { return };
+            match s.resync().await {
+                Ok(()) => {
+                    tracing::info!("database reachable again; configuration resynchronised");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "resync failed");
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            }
+        }
+        if let Some(s) = store.upgrade() {
+            s.reachable.store(true, Ordering::Relaxed);
+        }
+        backoff = Duration::from_millis(100);
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut polls: u64 = 0;
+        loop {
+            tokio::select! {
+                n = listener.try_recv() => {
+                    let Some(s) = store.upgrade() else { return };
+                    match n {
+                        Ok(Some(n)) => {
+                            if let Err(e) = s.handle_notification(n.payload()).await {
+                                tracing::warn!(error = %e, "applying a change failed");
+                                needs_resync = true;
+                                break;
+                            }
+                        }
+                        // The connection dropped: notifications may be lost.
+                        Ok(None) | Err(_) => {
+                            s.reachable.store(false, Ordering::Relaxed);
+                            tracing::warn!("lost the database connection; serving the last configuration");
+                            needs_resync = true;
+                            break;
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    let Some(s) = store.upgrade() else { return };
+                    match s.poll().await {
+                        Ok(n) => {
+                            s.reachable.store(true, Ordering::Relaxed);
+                            if n > 0 {
+                                tracing::info!(changes = n, "applied changes missed by notifications");
+                            }
+                        }
+                        Err(e) => {
+                            s.reachable.store(false, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "polling the change log failed");
+                            needs_resync = true;
+                            break;
+                        }
+                    }
+                    polls += 1;
+                    if polls % 30 == 0 {
+                        let sql = format!(
+                            "DELETE FROM gwctl_changes WHERE at < now() - interval '{CHANGE_RETENTION}'"
+                        );
+                        let _ = sqlx::query(&sql).execute(&s.pool).await;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct HealthPayload {
+    upstream: Uuid,
+    target: Uuid,
+    address: Option<String>,
+    healthy: bool,
+}
+
+impl From<HealthPayload> for HealthOverride {
+    fn from(h: HealthPayload) -> Self {
+        Self {
+            upstream: h.upstream,
+            target: h.target,
+            address: h.address,
+            healthy: h.healthy,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn tables(&self) -> Tables {
+        match self.mirror.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<Vec<(EntityKind, Uuid)>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| {
+            self.reachable.store(false, Ordering::Relaxed);
+            unavailable(&e)
+        })?;
+        let change = match self.write_tx(&mut tx, &op).await {
+            Ok(c) => c,
+            Err(e) => return Err(self.map_write_error(e, &op)),
+        };
+        tx.commit().await.map_err(|e| {
+            self.reachable.store(false, Ordering::Relaxed);
+            unavailable(&e)
+        })?;
+        self.reachable.store(true, Ordering::Relaxed);
+        let removed = match op {
+            WriteOp::Insert(e) | WriteOp::Upsert(e) => {
+                self.with_mirror(|t| t.put(Arc::new(e)));
+                Vec::new()
+            }
+            WriteOp::Delete(kind, id) => {
+                if change.is_some() {
+                    self.with_mirror(|t| t.delete(kind, id, false).unwrap_or_default())
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        if let Some(c) = change {
+            self.note_applied(c);
+        }
+        Ok(removed)
+    }
+
+    async fn replace_all(&self, _tables: Tables, _hash: String) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported(
+            "this endpoint is only available when Kong is configured to not use a database".into(),
+        ))
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+
+    fn config_hash(&self) -> String {
+        crate::declarative::config_hash(&format!(
+            "postgres#{}",
+            self.applied.load(Ordering::SeqCst)
+        ))
+    }
+
+    fn database(&self) -> Option<DatabaseStatus> {
+        Some(DatabaseStatus {
+            reachable: self.reachable.load(Ordering::Relaxed),
+        })
+    }
+
+    async fn set_health(&self, health: HealthOverride) -> Result<(), StoreError> {
+        let payload = json!({
+            "op": "health",
+            "node": self.node_id,
+            "upstream": health.upstream,
+            "target": health.target,
+            "address": health.address,
+            "healthy": health.healthy,
+        });
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                self.reachable.store(false, Ordering::Relaxed);
+                unavailable(&e)
+            })?;
+        // Our own listener delivers it too; nodes apply overrides idempotently.
+        Ok(())
+    }
+
+    fn health_events(&self) -> broadcast::Receiver<HealthOverride> {
+        self.health.subscribe()
+    }
+}
