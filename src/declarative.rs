@@ -626,12 +626,12 @@ pub fn from_value(
     let mut config = Config::default();
     for (_, v) in validated {
         match v {
-            Validated::Service(e) => config.services.push(e),
-            Validated::Route(e) => config.routes.push(e),
-            Validated::Upstream(e) => config.upstreams.push(e),
+            Validated::Service(e) => config.services.push(*e),
+            Validated::Route(e) => config.routes.push(*e),
+            Validated::Upstream(e) => config.upstreams.push(*e),
             Validated::Target(e) => config.targets.push(e),
             Validated::Consumer(e) => config.consumers.push(e),
-            Validated::Plugin(e) => config.plugins.push(e),
+            Validated::Plugin(e) => config.plugins.push(*e),
             Validated::KeyauthCredential(e) => config.keyauth_credentials.push(e),
             Validated::JwtSecret(e) => config.jwt_secrets.push(e),
             Validated::Acl(e) => config.acls.push(e),

@@ -135,10 +135,10 @@ pub(crate) fn list(state: &AdminState, req: &Req, scope: &Scope) -> Result<Respo
     let total;
     match scope.parent {
         Some(p) => {
-            let empty = imbl::OrdSet::new();
+            let empty = crate::store::tables::ChildSet::default();
             let ids = t.children(kind, p.field, p.id).unwrap_or(&empty);
-            for id in ids.range((lower, Bound::Unbounded)) {
-                let Some(e) = t.get(kind, *id) else { continue };
+            for id in ids.iter_after(after) {
+                let Some(e) = t.get(kind, id) else { continue };
                 if !keep(e) {
                     continue;
                 }
@@ -147,11 +147,11 @@ pub(crate) fn list(state: &AdminState, req: &Req, scope: &Scope) -> Result<Respo
                     break;
                 }
                 data.push(e.to_json());
-                last = Some(*id);
+                last = Some(id);
             }
             total = if tags.is_some() {
-                ids.iter()
-                    .filter_map(|id| t.get(kind, *id))
+                ids.iter_after(None)
+                    .filter_map(|id| t.get(kind, id))
                     .filter(|e| keep(e))
                     .count()
             } else {
@@ -427,8 +427,8 @@ pub(crate) fn upstream_health(
     }
     let mut data = Vec::new();
     if let Some(ids) = t.children(EntityKind::Targets, "upstream", u.id) {
-        for id in ids {
-            let Some(Entity::Target(target)) = t.get(EntityKind::Targets, *id).map(|e| &**e) else {
+        for id in ids.iter_after(None) {
+            let Some(Entity::Target(target)) = t.get(EntityKind::Targets, id).map(|e| &**e) else {
                 continue;
             };
             let mut row = serde_json::to_value(target).unwrap_or(Value::Null);

@@ -353,12 +353,12 @@ impl Validated {
     pub fn from_json(kind: EntityKind, value: Value) -> Result<Self, serde_json::Error> {
         use serde_json::from_value as v;
         Ok(match kind {
-            EntityKind::Services => Self::Service(v(value)?),
-            EntityKind::Routes => Self::Route(v(value)?),
-            EntityKind::Upstreams => Self::Upstream(v(value)?),
+            EntityKind::Services => Self::Service(Box::new(v(value)?)),
+            EntityKind::Routes => Self::Route(Box::new(v(value)?)),
+            EntityKind::Upstreams => Self::Upstream(Box::new(v(value)?)),
             EntityKind::Targets => Self::Target(v(value)?),
             EntityKind::Consumers => Self::Consumer(v(value)?),
-            EntityKind::Plugins => Self::Plugin(v(value)?),
+            EntityKind::Plugins => Self::Plugin(Box::new(v(value)?)),
             EntityKind::KeyauthCredentials => Self::KeyauthCredential(v(value)?),
             EntityKind::JwtSecrets => Self::JwtSecret(v(value)?),
             EntityKind::Acls => Self::Acl(v(value)?),

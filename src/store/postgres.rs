@@ -80,7 +80,7 @@ impl PgStore {
     pub async fn connect(url: &str, node_id: Uuid) -> Result<Arc<Self>, ConnectError> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(3))
+            .acquire_timeout(Duration::from_secs(1))
             .connect(url)
             .await
             .map_err(ConnectError::Connect)?;

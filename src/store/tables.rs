@@ -15,6 +15,97 @@ use super::entity::{Entity, OnDelete, foreign_defs, kind_index, unique_defs};
 use crate::model::Config;
 use crate::model::schema::{EntityKind, Validated};
 
+/// The children of one parent, in id order. Most parents have a handful (a consumer's
+/// credentials), so small sets are a shared sorted slice (tens of bytes) and only large ones use a
+/// persistent B-tree (whose nodes cost about a kilobyte each).
+#[derive(Clone, Debug)]
+pub enum ChildSet {
+    /// Up to [`ChildSet::SMALL`] ids, sorted.
+    Few(Arc<[Uuid]>),
+    /// More.
+    Many(OrdSet<Uuid>),
+}
+
+impl Default for ChildSet {
+    fn default() -> Self {
+        Self::Few(Arc::from(Vec::new()))
+    }
+}
+
+impl ChildSet {
+    const SMALL: usize = 32;
+
+    fn insert(&mut self, id: Uuid) {
+        match self {
+            Self::Few(ids) => {
+                let Err(at) = ids.binary_search(&id) else {
+                    return;
+                };
+                if ids.len() >= Self::SMALL {
+                    let mut set: OrdSet<Uuid> = ids.iter().copied().collect();
+                    set.insert(id);
+                    *self = Self::Many(set);
+                } else {
+                    let mut v = ids.to_vec();
+                    v.insert(at, id);
+                    *ids = Arc::from(v);
+                }
+            }
+            Self::Many(set) => {
+                set.insert(id);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &Uuid) {
+        match self {
+            Self::Few(ids) => {
+                if let Ok(at) = ids.binary_search(id) {
+                    let mut v = ids.to_vec();
+                    v.remove(at);
+                    *ids = Arc::from(v);
+                }
+            }
+            Self::Many(set) => {
+                set.remove(id);
+            }
+        }
+    }
+
+    /// Number of children.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Few(ids) => ids.len(),
+            Self::Many(set) => set.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Ids in order, starting after `after` when given.
+    pub fn iter_after(&self, after: Option<Uuid>) -> Box<dyn Iterator<Item = Uuid> + '_> {
+        match self {
+            Self::Few(ids) => {
+                let start = after.map_or(0, |a| match ids.binary_search(&a) {
+                    Ok(i) => i + 1,
+                    Err(i) => i,
+                });
+                Box::new(ids[start..].iter().copied())
+            }
+            Self::Many(set) => match after {
+                None => Box::new(set.iter().copied()),
+                Some(a) => Box::new(
+                    set.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                        .copied(),
+                ),
+            },
+        }
+    }
+}
+
 /// One entity kind's rows and indexes.
 #[derive(Clone, Default)]
 pub struct Table {
@@ -23,7 +114,7 @@ pub struct Table {
     /// One index per [`unique_defs`] entry: key value -> id.
     unique: Vec<PHashMap<String, Uuid>>,
     /// One index per [`foreign_defs`] entry: parent id -> child ids.
-    children: Vec<PHashMap<Uuid, OrdSet<Uuid>>>,
+    children: Vec<PHashMap<Uuid, ChildSet>>,
 }
 
 impl Table {
@@ -104,7 +195,7 @@ impl Tables {
     }
 
     /// Ids of the children of `parent` through foreign key `field` of `kind`, in id order.
-    pub fn children(&self, kind: EntityKind, field: &str, parent: Uuid) -> Option<&OrdSet<Uuid>> {
+    pub fn children(&self, kind: EntityKind, field: &str, parent: Uuid) -> Option<&ChildSet> {
         let index = foreign_defs(kind).iter().position(|d| d.field == field)?;
         self.table(kind).children[index].get(&parent)
     }
@@ -260,7 +351,7 @@ impl Tables {
                 }
                 let ids: Vec<Uuid> = self
                     .children(child, def.field, id)
-                    .map(|s| s.iter().copied().collect())
+                    .map(|s| s.iter_after(None).collect())
                     .unwrap_or_default();
                 for cid in ids {
                     match def.on_delete {
@@ -292,12 +383,16 @@ impl Tables {
         } = config;
         let all = services
             .into_iter()
-            .map(Validated::Service)
-            .chain(routes.into_iter().map(Validated::Route))
-            .chain(upstreams.into_iter().map(Validated::Upstream))
+            .map(|e| Validated::Service(Box::new(e)))
+            .chain(routes.into_iter().map(|e| Validated::Route(Box::new(e))))
+            .chain(
+                upstreams
+                    .into_iter()
+                    .map(|e| Validated::Upstream(Box::new(e))),
+            )
             .chain(targets.into_iter().map(Validated::Target))
             .chain(consumers.into_iter().map(Validated::Consumer))
-            .chain(plugins.into_iter().map(Validated::Plugin))
+            .chain(plugins.into_iter().map(|e| Validated::Plugin(Box::new(e))))
             .chain(
                 keyauth_credentials
                     .into_iter()
@@ -319,17 +414,17 @@ impl Tables {
         let mut c = Config::default();
         for e in self.table(EntityKind::Services).rows.values() {
             if let Validated::Service(s) = &**e {
-                c.services.push(s.clone());
+                c.services.push((**s).clone());
             }
         }
         for e in self.table(EntityKind::Routes).rows.values() {
             if let Validated::Route(r) = &**e {
-                c.routes.push(r.clone());
+                c.routes.push((**r).clone());
             }
         }
         for e in self.table(EntityKind::Upstreams).rows.values() {
             if let Validated::Upstream(u) = &**e {
-                c.upstreams.push(u.clone());
+                c.upstreams.push((**u).clone());
             }
         }
         for e in self.table(EntityKind::Targets).rows.values() {
@@ -339,7 +434,7 @@ impl Tables {
         }
         for e in self.table(EntityKind::Plugins).rows.values() {
             if let Validated::Plugin(p) = &**e {
-                c.plugins.push(p.clone());
+                c.plugins.push((**p).clone());
             }
         }
         for e in self.table(EntityKind::CaCertificates).rows.values() {
@@ -389,7 +484,7 @@ mod tests {
         ));
 
         // A service with routes cannot go; its plugins cascade once the routes are gone.
-        let plugin = Arc::new(Validated::Plugin(crate::model::Plugin {
+        let plugin = Arc::new(Validated::Plugin(Box::new(crate::model::Plugin {
             id: Uuid::new_v4(),
             name: "cors".into(),
             instance_name: None,
@@ -403,7 +498,7 @@ mod tests {
             tags: None,
             created_at: 0,
             updated_at: 0,
-        }));
+        })));
         t.put(plugin);
         assert_eq!(t.plugin_names(), vec!["cors".to_owned()]);
         assert!(matches!(
@@ -417,6 +512,30 @@ mod tests {
         assert_eq!(t.total(), 0);
         // The name is free again.
         t.check(&dup).unwrap();
+    }
+
+    #[test]
+    fn child_sets_stay_ordered_across_the_small_limit() {
+        let mut set = ChildSet::default();
+        let mut ids: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
+        for id in &ids {
+            set.insert(*id);
+            set.insert(*id);
+        }
+        ids.sort();
+        assert!(matches!(set, ChildSet::Many(_)));
+        assert_eq!(set.iter_after(None).collect::<Vec<_>>(), ids);
+        assert_eq!(set.iter_after(Some(ids[49])).collect::<Vec<_>>(), ids[50..]);
+        let mut small = ChildSet::default();
+        for id in &ids[..5] {
+            small.insert(*id);
+        }
+        small.remove(&ids[2]);
+        assert_eq!(small.len(), 4);
+        assert_eq!(
+            small.iter_after(Some(ids[1])).collect::<Vec<_>>(),
+            vec![ids[3], ids[4]]
+        );
     }
 
     #[test]

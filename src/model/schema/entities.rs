@@ -121,20 +121,19 @@ impl PluginSchemas for NoPlugins {
 
 /// Any validated entity (short-lived: unpacked into a `Config` or a store right away).
 #[derive(Debug, Clone, PartialEq)]
-#[allow(clippy::large_enum_variant)]
 pub enum Validated {
     /// A service.
-    Service(Service),
+    Service(Box<Service>),
     /// A route.
-    Route(Route),
+    Route(Box<Route>),
     /// An upstream.
-    Upstream(Upstream),
+    Upstream(Box<Upstream>),
     /// A target.
     Target(Target),
     /// A consumer.
     Consumer(Consumer),
     /// A plugin.
-    Plugin(Plugin),
+    Plugin(Box<Plugin>),
     /// A key-auth credential.
     KeyauthCredential(KeyAuthCredential),
     /// A jwt credential.
@@ -149,12 +148,12 @@ pub enum Validated {
 /// `id` (v4) and timestamps.
 pub fn validate(kind: EntityKind, input: &Value, ctx: &Ctx<'_>) -> Result<Validated, FieldErrors> {
     Ok(match kind {
-        EntityKind::Services => Validated::Service(validate_service(input, ctx)?),
-        EntityKind::Routes => Validated::Route(validate_route(input, ctx)?),
-        EntityKind::Upstreams => Validated::Upstream(validate_upstream(input, ctx)?),
+        EntityKind::Services => Validated::Service(Box::new(validate_service(input, ctx)?)),
+        EntityKind::Routes => Validated::Route(Box::new(validate_route(input, ctx)?)),
+        EntityKind::Upstreams => Validated::Upstream(Box::new(validate_upstream(input, ctx)?)),
         EntityKind::Targets => Validated::Target(validate_target(input, ctx)?),
         EntityKind::Consumers => Validated::Consumer(validate_consumer(input, ctx)?),
-        EntityKind::Plugins => Validated::Plugin(validate_plugin(input, ctx)?),
+        EntityKind::Plugins => Validated::Plugin(Box::new(validate_plugin(input, ctx)?)),
         EntityKind::KeyauthCredentials => {
             Validated::KeyauthCredential(validate_keyauth_credential(input, ctx)?)
         }

@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""bench/admin.py: Admin API and cluster benchmarks (issue 3's performance goals).
+
+  (a) create 100,000 consumers + one key-auth credential each through the Admin API with
+      keep-alive connections (wrk + bench/admin-create.lua): DB-less and Postgres.
+  (b) with them loaded: `GET /` and `GET /consumers?size=1000` latency (median of 20), gateway RSS,
+      snapshot recompile time (from the gateway's `configuration published` log line).
+  (c) propagation: an admin write on node A until traffic routes on node B, 100 changes, p50/p99.
+  (d) proxy p99 (wrk) quiet vs during a stream of admin writes.
+
+Usage: python3 bench/admin.py [--gwctl target/release/gwctl] [--consumers 100000] [--quick]
+Needs: wrk, Postgres 15 binaries (initdb/pg_ctl), a release build of gwctl. Everything runs on
+loopback on free ports and is stopped at the end. Results: printed, and bench/results/admin.json.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PG_BIN = os.environ.get("GWCTL_TEST_PG_BIN", "/usr/lib/postgresql/15/bin")
+PROCS = []
+TMP = tempfile.mkdtemp(prefix="gwctl-bench-admin.")
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def as_postgres(cmd):
+    return (["runuser", "-u", "postgres", "--"] + cmd) if os.geteuid() == 0 else cmd
+
+
+class Postgres:
+    def __init__(self):
+        self.dir = os.path.join(TMP, "pg")
+        os.makedirs(self.dir)
+        if os.geteuid() == 0:
+            shutil.chown(TMP, "postgres", "postgres")
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.port = free_port()
+        subprocess.run(as_postgres([f"{PG_BIN}/initdb", "-D", f"{self.dir}/data", "-U", "postgres",
+                                    "--auth=trust", "-E", "UTF8", "--no-sync"]),
+                       check=True, stdout=subprocess.DEVNULL)
+        self.start()
+
+    def start(self):
+        subprocess.run(as_postgres([f"{PG_BIN}/pg_ctl", "-D", f"{self.dir}/data", "-l",
+                                    f"{self.dir}/log", "-w", "start", "-o",
+                                    f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                                    "-c max_connections=200"]),
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def stop(self):
+        subprocess.run(as_postgres([f"{PG_BIN}/pg_ctl", "-D", f"{self.dir}/data", "-m", "fast",
+                                    "-w", "stop"]), stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+    def url(self):
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+
+class Gateway:
+    def __init__(self, gwctl, name, extra, workers=1):
+        self.log_path = os.path.join(TMP, f"{name}.log")
+        self.logf = open(self.log_path, "w")
+        ports = [free_port() for _ in range(3)]
+        self.proxy, self.admin, self.status = ports
+        cmd = [gwctl, "--log-format", "text", "serve", "--proxy-listen", f"127.0.0.1:{self.proxy}",
+               "--admin-listen", f"127.0.0.1:{self.admin}",
+               "--status-listen", f"127.0.0.1:{self.status}", "--workers", str(workers)] + extra
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT)
+        PROCS.append(self.proc)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if "listening" in open(self.log_path).read():
+                return
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{name} exited: {open(self.log_path).read()}")
+            time.sleep(0.05)
+        raise SystemExit(f"{name} did not start")
+
+    def rss_mb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+        return 0.0
+
+    def last_publish_ms(self):
+        ms = re.findall(r"configuration published.*elapsed_ms=([0-9.]+)", open(self.log_path).read())
+        return float(ms[-1]) if ms else None
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def request(port, method, path, body=None, conn=None):
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    c.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+    r = c.getresponse()
+    data = r.read()
+    if conn is None:
+        c.close()
+    return r.status, data
+
+
+def wrk_create(port, target, threads=4, seconds=10):
+    """Create consumers + key-auths until `target` consumers exist; returns creates/s."""
+    script = os.path.join(ROOT, "bench", "admin-create.lua")
+    created = 0
+    elapsed = 0.0
+    run = 0
+    while count(port, "/consumers") < target:
+        run += 1
+        out = subprocess.run(["wrk", "-t", str(threads), "-c", str(threads), "-d", f"{seconds}s",
+                              "--timeout", "30s", "-s", script, f"http://127.0.0.1:{port}", "--",
+                              str(run)], capture_output=True, text=True, check=True)
+        m = re.search(r"RESULT created=(\d+) errors=(\d+) duration_us=(\d+)", out.stdout)
+        if not m:
+            raise SystemExit(f"wrk output not understood:\n{out.stdout}\n{out.stderr}")
+        if int(m.group(2)):
+            raise SystemExit(f"{m.group(2)} creates failed:\n{out.stderr}")
+        created += int(m.group(1))
+        elapsed += int(m.group(3)) / 1e6
+    return created / elapsed
+
+
+def timed_gets(port, path, n=20):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        status, _ = request(port, "GET", path, conn=conn)
+        times.append((time.perf_counter() - t0) * 1000)
+        assert status == 200, (path, status)
+    conn.close()
+    return statistics.median(times)
+
+
+def count(port, path):
+    status, body = request(port, "GET", path + "?size=1")
+    assert status == 200, (path, status, body)
+    return json.loads(body)["total"]
+
+
+def load_phase(gw, consumers, label, results):
+    t0 = time.time()
+    rate = wrk_create(gw.admin, consumers)
+    n_c, n_k = count(gw.admin, "/consumers"), count(gw.admin, "/key-auths")
+    assert n_c >= consumers and n_k >= consumers - 8, (n_c, n_k)
+    log(f"{label}: {n_c} consumers + {n_k} key-auths at {rate:.0f} creates/s "
+        f"({time.time() - t0:.0f} s)")
+    # One more write so the last publish happens with everything loaded.
+    request(gw.admin, "POST", "/consumers", {"username": "probe-" + label})
+    time.sleep(1.0)
+    r = {
+        "consumers_loaded": n_c,
+        "keyauths_loaded": n_k,
+        "creates_per_s": round(rate),
+        "get_root_ms": round(timed_gets(gw.admin, "/"), 2),
+        "get_consumers_1000_ms": round(timed_gets(gw.admin, "/consumers?size=1000"), 2),
+        "rss_mb": round(gw.rss_mb(), 1),
+        "publish_ms": gw.last_publish_ms(),
+    }
+    log(f"{label}: {r}")
+    results[label] = r
+
+
+def propagation(a, b, upstream_port, n):
+    conn_b = http.client.HTTPConnection("127.0.0.1", b.proxy, timeout=10)
+    conn_a = http.client.HTTPConnection("127.0.0.1", a.admin, timeout=10)
+    lat = []
+    for i in range(n):
+        status, body = request(a.admin, "POST", "/services",
+                               {"name": f"prop-{i}", "url": f"http://127.0.0.1:{upstream_port}/"},
+                               conn=conn_a)
+        assert status == 201, body
+        status, body = request(a.admin, "POST", f"/services/prop-{i}/routes",
+                               {"name": f"prop-{i}", "paths": [f"/prop-{i}"]}, conn=conn_a)
+        assert status == 201, body
+        t0 = time.perf_counter()
+        deadline = t0 + 10
+        while True:
+            status, _ = request(b.proxy, "GET", f"/prop-{i}/status", conn=conn_b)
+            if status == 200:
+                break
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"change {i} did not reach node B within 10 s")
+        lat.append((time.perf_counter() - t0) * 1000)
+    lat.sort()
+    return {"p50_ms": round(lat[len(lat) // 2], 1), "p99_ms": round(lat[int(len(lat) * 0.99) - 1], 1),
+            "max_ms": round(lat[-1], 1)}
+
+
+def wrk_p99(url, seconds):
+    out = subprocess.run(["wrk", "-t", "1", "-c", "16", "-d", f"{seconds}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+    m = re.search(r"99%\s+([0-9.]+)(us|ms|s)", out)
+    rps = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    val = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
+    return val, float(rps.group(1))
+
+
+def proxy_under_writes(gw, upstream_port, seconds):
+    status, body = request(gw.admin, "POST", "/services",
+                           {"name": "bench-proxy", "url": f"http://127.0.0.1:{upstream_port}/"})
+    assert status == 201, body
+    status, body = request(gw.admin, "POST", "/services/bench-proxy/routes",
+                           {"name": "bench-proxy", "paths": ["/bench"]})
+    assert status == 201, body
+    time.sleep(0.5)
+    url = f"http://127.0.0.1:{gw.proxy}/bench/status"
+    quiet, quiet_rps = wrk_p99(url, seconds)
+    stop = threading.Event()
+    writes = [0]
+
+    def writer():
+        conn = http.client.HTTPConnection("127.0.0.1", gw.admin, timeout=10)
+        i = 0
+        while not stop.is_set():
+            request(gw.admin, "PUT", f"/consumers/writer-{i % 500}", {"custom_id": f"w{i}"}, conn=conn)
+            i += 1
+        writes[0] = i
+
+    t = threading.Thread(target=writer)
+    t.start()
+    busy, busy_rps = wrk_p99(url, seconds)
+    stop.set()
+    t.join()
+    return {"quiet_p99_ms": quiet, "quiet_rps": quiet_rps, "writes_p99_ms": busy,
+            "writes_rps": busy_rps, "admin_writes_per_s": round(writes[0] / seconds),
+            "ratio": round(busy / quiet, 2)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gwctl", default=os.path.join(ROOT, "target", "release", "gwctl"))
+    ap.add_argument("--consumers", type=int, default=100_000)
+    ap.add_argument("--changes", type=int, default=100)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--skip-postgres", action="store_true")
+    args = ap.parse_args()
+    results = {"consumers": args.consumers}
+    try:
+        upstream = Gateway(args.gwctl, "upstream", [])  # its status listener is the upstream
+        dbless = Gateway(args.gwctl, "dbless", [])
+        load_phase(dbless, args.consumers, "dbless", results)
+        results["proxy_under_writes_dbless"] = proxy_under_writes(dbless, upstream.status, args.seconds)
+        log(f"proxy under writes (DB-less, {args.consumers} consumers loaded): "
+            f"{results['proxy_under_writes_dbless']}")
+        dbless.stop()
+        if not args.skip_postgres:
+            pg = Postgres()
+            subprocess.run([args.gwctl, "migrate", "up", "--database-url", pg.url()], check=True,
+                           stdout=subprocess.DEVNULL)
+            a = Gateway(args.gwctl, "node-a", ["--database-url", pg.url()])
+            b = Gateway(args.gwctl, "node-b", ["--database-url", pg.url()])
+            results["propagation"] = propagation(a, b, upstream.status, args.changes)
+            log(f"propagation A -> B over {args.changes} changes: {results['propagation']}")
+            load_phase(a, args.consumers, "postgres", results)
+            results["postgres_node_b"] = {"rss_mb": round(b.rss_mb(), 1),
+                                          "consumers": count(b.admin, "/consumers"),
+                                          "publish_ms": b.last_publish_ms()}
+            log(f"node B after the load: {results['postgres_node_b']}")
+            t0 = time.time()
+            c = Gateway(args.gwctl, "node-c", ["--database-url", pg.url()])
+            results["postgres_cold_start_s"] = round(time.time() - t0, 2)
+            log(f"a third node loads everything and listens in {results['postgres_cold_start_s']} s")
+            for g in (a, b, c):
+                g.stop()
+            pg.stop()
+        upstream.stop()
+    finally:
+        for p in PROCS:
+            if p.poll() is None:
+                p.kill()
+        out = os.path.join(ROOT, "bench", "results", "admin.json")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(results, f, indent=2)
+        print(json.dumps(results, indent=2))
+        shutil.rmtree(TMP, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
