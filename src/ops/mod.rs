@@ -3,6 +3,7 @@
 //! for the binary to print. Nothing here writes to stdout or exits the process; progress goes
 //! through the reporter (a spinner on a terminal, log lines otherwise, a recorder in tests).
 
+pub mod migrate;
 pub mod progress;
 
 pub use progress::{Outcome, Reporter};
