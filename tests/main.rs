@@ -36,3 +36,5 @@ mod malformed;
 mod timeouts;
 // The CLI contract: --version, health, serve with a bad config, exit codes.
 mod cli;
+// `gwctl migrate up|status` against a real Postgres: idempotence, concurrency, newer schema.
+mod migrate;
