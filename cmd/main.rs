@@ -3,6 +3,7 @@
 
 mod cli;
 mod health;
+mod migrate;
 mod serve;
 
 use std::io::IsTerminal;
@@ -31,11 +32,10 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Health(args) => health::run(&args),
-        Command::Migrate(_)
-        | Command::Setup(_)
-        | Command::Register(_)
-        | Command::Clean(_)
-        | Command::Up(_) => Err(anyhow::anyhow!("not implemented yet")),
+        Command::Migrate(args) => migrate::run(args),
+        Command::Setup(_) | Command::Register(_) | Command::Clean(_) | Command::Up(_) => {
+            Err(anyhow::anyhow!("not implemented yet"))
+        }
     };
     match outcome {
         Ok(code) => code,

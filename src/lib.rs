@@ -12,11 +12,13 @@
 //!   Kong's declarative file format into them.
 //! - [`status`] serves `/status` and `/status/ready`.
 //! - [`telemetry`] sets up logging.
+//! - [`ops`] is the library side of the operational subcommands (`gwctl migrate`, ...).
 
 pub mod admin;
 pub mod balancer;
 pub mod declarative;
 pub mod model;
+pub mod ops;
 pub mod proxy;
 pub mod router;
 pub mod serve;

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::AdminState;
+use crate::ops::migrate::redact_url;
 use crate::balancer::BalancerRegistry;
 use crate::model::schema::{EntityKind, NoPlugins, PluginSchemas, now_ms};
 use crate::proxy::{ConnInfo, Proxy, Stats};
@@ -132,6 +133,16 @@ pub async fn run_until(
                 bail!(
                     "--config is for DB-less mode; with --database-url the configuration lives in \
                      Postgres (load a file with `gwctl setup kong --file`)"
+                );
+            }
+            let pending = crate::ops::migrate::pending(url)
+                .await
+                .with_context(|| format!("checking the schema of {}", redact_url(url)))?;
+            if !pending.is_empty() {
+                let names: Vec<String> = pending.iter().map(ToString::to_string).collect();
+                bail!(
+                    "the database needs migrations ({}); run `gwctl migrate up` first",
+                    names.join(", ")
                 );
             }
             PgStore::connect(url, node_id)
@@ -445,26 +456,6 @@ async fn follow_health(config: Arc<dyn Store>, snapshots: Arc<SnapshotStore>) {
         if let Some(b) = snapshots.load().balancers.get(&u.name) {
             b.set_health(&t.target, h.address.as_deref(), h.healthy);
         }
-    }
-}
-
-/// A database URL without its password, for messages.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (auth, host) = match rest.rsplit_once('@') {
-                Some((auth, host)) => (Some(auth), host),
-                None => (None, rest),
-            };
-            match auth {
-                Some(a) => {
-                    let user = a.split(':').next().unwrap_or_default();
-                    format!("{scheme}://{user}:***@{host}")
-                }
-                None => format!("{scheme}://{host}"),
-            }
-        }
-        None => "<database url>".to_owned(),
     }
 }
 

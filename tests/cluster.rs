@@ -187,7 +187,9 @@ async fn a_change_without_notification_arrives_through_the_poll() {
 
 #[tokio::test]
 async fn postgres_outage_loses_no_proxy_request_and_writes_resume() {
-    let pg = PrivateCluster::start().await;
+    let pg = tokio::task::spawn_blocking(PrivateCluster::start)
+        .await
+        .unwrap();
     let url = pg.url();
     migrate(&url).await;
     let a = node(&url).await;
@@ -230,7 +232,13 @@ async fn postgres_outage_loses_no_proxy_request_and_writes_resume() {
         }
     }
 
-    pg.stop().await;
+    let pg = tokio::task::spawn_blocking(move || {
+        let mut pg = pg;
+        pg.stop();
+        pg
+    })
+    .await
+    .unwrap();
     // The nodes notice; writes are refused with a clear 503 and nothing changes.
     let status_url = format!("{}/status", a.status_url());
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -275,7 +283,13 @@ async fn postgres_outage_loses_no_proxy_request_and_writes_resume() {
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    pg.start_again().await;
+    let _pg = tokio::task::spawn_blocking(move || {
+        let mut pg = pg;
+        pg.start_again();
+        pg
+    })
+    .await
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let consumer = loop {
         let (s, body) = post(

@@ -36,3 +36,7 @@ mod malformed;
 mod timeouts;
 // The CLI contract: --version, health, serve with a bad config, exit codes.
 mod cli;
+// `gwctl migrate up|status` against a real Postgres: idempotence, concurrency, newer schema.
+mod migrate;
+// Postgres mode: two nodes on one database, lost notifications, a database outage under load.
+mod cluster;

@@ -10,13 +10,14 @@
 #
 # Environment:
 #   GWCTL_TEST_SERVICES  space-separated components to install/start before the tests (default:
-#                        the SERVICES list below). Known: postgres redis podman promtool newman
-#                        pyjwt rotel.
+#                        the SERVICES list below; set it empty to start none). Known: postgres
+#                        redis podman promtool newman pyjwt rotel.
 #   GWCTL_TEST_RUNNER    `nextest` or `cargo` (default: nextest when cargo-nextest is installed).
 #   CARGO_TARGET_DIR     respected as usual.
 #
 # What the tests see (exported only when the component is enabled):
 #   postgres  GWCTL_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:PORT/postgres (throwaway cluster)
+#             GWCTL_TEST_PG_BIN=/usr/lib/postgresql/N/bin (initdb, pg_ctl: tests start clusters too)
 #   redis     GWCTL_TEST_REDIS_URL=redis://127.0.0.1:PORT
 #   podman    GWCTL_TEST_DOCKER_HOST=unix:///tmp/gwctl-test.XXXX/podman/podman.sock (Docker API)
 #   promtool  GWCTL_TEST_PROMTOOL=/path/to/promtool
@@ -25,9 +26,9 @@
 #   rotel     GWCTL_TEST_ROTEL=path to the rotel-agent binary (OTLP receiver)
 set -euo pipefail
 
-# Components enabled by default. Today the Rust tests need no external service, so this is empty.
-# Later issues add the names they need here, e.g. "postgres redis podman promtool newman pyjwt rotel".
-SERVICES="${GWCTL_TEST_SERVICES:-}"
+# Components enabled by default: what the Rust tests need. Later issues add the names they need
+# here, e.g. "postgres redis podman promtool newman pyjwt rotel".
+SERVICES="${GWCTL_TEST_SERVICES-postgres}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/tests/.tools" # cache of npm/pip installs; ignores itself (see ensure_tools_dir)
@@ -155,6 +156,7 @@ need_postgres() {
         PG_BIN="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r | head -n1)"
     fi
     [[ -x "$PG_BIN/initdb" ]] || die "no initdb found after installing postgresql"
+    export GWCTL_TEST_PG_BIN="$PG_BIN"
     if [[ $EUID -eq 0 ]] && ! id postgres >/dev/null 2>&1; then
         useradd --system --no-create-home --shell /usr/sbin/nologin postgres
     fi
