@@ -23,9 +23,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::AdminState;
-use crate::ops::migrate::redact_url;
 use crate::balancer::BalancerRegistry;
 use crate::model::schema::{EntityKind, NoPlugins, PluginSchemas, now_ms};
+use crate::ops::migrate::redact_url;
 use crate::proxy::{ConnInfo, Proxy, Stats};
 use crate::snapshot::SnapshotStore;
 use crate::status::StatusState;

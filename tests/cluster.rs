@@ -103,7 +103,10 @@ async fn a_route_created_on_node_a_routes_on_node_b_within_a_second() {
             Duration::from_secs(1),
         )
         .await;
-        assert!(took.is_some(), "change {i} did not route on node B within 1 s");
+        assert!(
+            took.is_some(),
+            "change {i} did not route on node B within 1 s"
+        );
     }
     // Reads on B see A's writes, deletes propagate too.
     let r: Value = c
@@ -161,11 +164,13 @@ async fn a_change_without_notification_arrives_through_the_poll() {
         .execute(&pool)
         .await
         .unwrap();
-    sqlx::query("INSERT INTO gwctl_changes (kind, entity_id, op) VALUES ('consumers', $1, 'upsert')")
-        .bind(id)
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO gwctl_changes (kind, entity_id, op) VALUES ('consumers', $1, 'upsert')",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
     let c = client();
     let deadline = Instant::now() + gwctl::store::postgres::POLL_INTERVAL * 3;
     loop {
@@ -179,7 +184,10 @@ async fn a_change_without_notification_arrives_through_the_poll() {
             assert_eq!(body["id"], json!(id));
             break;
         }
-        assert!(Instant::now() < deadline, "the poll did not pick up the change");
+        assert!(
+            Instant::now() < deadline,
+            "the poll did not pick up the change"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     a.stop().await;
@@ -342,7 +350,10 @@ async fn postgres_outage_loses_no_proxy_request_and_writes_resume() {
     }
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     assert!(ok > 100, "too little load to mean anything: {ok}");
-    assert_eq!(failed, 0, "{failed} proxy requests failed during the outage ({ok} ok)");
+    assert_eq!(
+        failed, 0,
+        "{failed} proxy requests failed during the outage ({ok} ok)"
+    );
     a.stop().await;
     b.stop().await;
 }
@@ -355,5 +366,8 @@ async fn config_file_and_database_together_are_refused() {
     .await
     .err()
     .expect("refused");
-    assert!(format!("{err:#}").contains("--config is for DB-less mode"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("--config is for DB-less mode"),
+        "{err:#}"
+    );
 }

@@ -78,7 +78,12 @@ impl Gateway {
             }
         };
         let Some(bound) = bound else {
-            anyhow::bail!("gateway did not report its addresses");
+            // The task ended before binding; its result says why.
+            return Err(match task.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => anyhow::anyhow!("gateway stopped before binding"),
+                Err(e) => anyhow::anyhow!("gateway task failed: {e}"),
+            });
         };
         Ok(Self {
             bound,
