@@ -158,8 +158,24 @@ fn authorized(state: &AdminState, headers: &axum::http::HeaderMap) -> bool {
 }
 
 async fn handle(State(state): State<AdminState>, request: Request) -> Response {
+    let mut response = respond(&state, request).await;
+    // Kong's admin responses say `application/json; charset=utf-8`, errors included (401, 413).
+    let headers = response.headers_mut();
+    if headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v == "application/json")
+    {
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
+    response
+}
+
+async fn respond(state: &AdminState, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    if !authorized(&state, &parts.headers) {
+    if !authorized(state, &parts.headers) {
         return AdminError::Unauthorized.into_response();
     }
     let path = parts.uri.path().to_owned();
@@ -188,22 +204,10 @@ async fn handle(State(state): State<AdminState>, request: Request) -> Response {
         headers: parts.headers,
         raw,
     };
-    let mut response = match dispatch(&state, &req).await {
+    match dispatch(state, &req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
-    };
-    // Kong's admin responses say `application/json; charset=utf-8`.
-    let headers = response.headers_mut();
-    if headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v == "application/json")
-    {
-        headers.insert(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("application/json; charset=utf-8"),
-        );
     }
-    response
 }
 
 /// 200 with a JSON body.
