@@ -365,6 +365,18 @@ pub fn pem_certificate(v: &Value) -> Result<(), String> {
     }
 }
 
+/// Kong's `cert_digest` of a PEM certificate: the SHA-256 of its DER, lower-case hex.
+pub fn certificate_digest(pem: &str) -> Option<String> {
+    use sha2::Digest as _;
+    let der = pem_body(pem, "CERTIFICATE")?;
+    Some(
+        sha2::Sha256::digest(der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
+
 fn pem_body(s: &str, label_suffix: &str) -> Option<Vec<u8>> {
     use base64::Engine as _;
     let start = s.find("-----BEGIN ")?;
