@@ -301,11 +301,11 @@ fn remove_dot_segments(path: &str) -> String {
     r
 }
 
-/// Route paths: `/prefix` (normalized) or `~regex` (must compile).
+/// Route paths: `/prefix` (normalized) or `~/regex` (must compile).
 pub fn router_path(v: &Value) -> Result<(), String> {
     let Some(s) = v.as_str() else { return Ok(()) };
-    if !s.starts_with('/') && !s.starts_with('~') {
-        return Err("should start with: / (or ~ for a regex)".to_owned());
+    if !s.starts_with('/') && !s.starts_with("~/") {
+        return Err("should start with: / (fixed path) or ~/ (regex path)".to_owned());
     }
     if let Some(re) = s.strip_prefix('~') {
         return match regex::Regex::new(re) {
