@@ -307,8 +307,15 @@ pub(crate) async fn entity(
             .map(|e| ok(e.to_json()))
             .ok_or(AdminError::NotFound),
         Method::DELETE => {
-            if let Some(e) = existing {
-                state.store.write(WriteOp::Delete(kind, e.id())).await?;
+            match existing {
+                Some(e) => {
+                    state.store.write(WriteOp::Delete(kind, e.id())).await?;
+                }
+                // Kong's nested endpoints select the child under its parent first: a child that
+                // is missing (or another parent's) is 404 there. Top-level DELETE stays
+                // idempotent (204).
+                None if scope.parent.is_some() => return Err(AdminError::NotFound),
+                None => {}
             }
             Ok(StatusCode::NO_CONTENT.into_response())
         }
@@ -390,12 +397,13 @@ pub(crate) async fn parent_of(
         .iter()
         .find(|d| d.field == field)
         .ok_or(AdminError::NotFound)?;
-    if req.method == Method::DELETE {
-        return Err(AdminError::MethodNotAllowed);
-    }
     let t = state.store.tables();
     let child = find(&t, &Scope::top(kind), key).ok_or(AdminError::NotFound)?;
     let parent = child.foreign(field).ok_or(AdminError::NotFound)?;
+    // Kong checks the child and its reference first: DELETE is 405 only when both exist.
+    if req.method == Method::DELETE {
+        return Err(AdminError::MethodNotAllowed);
+    }
     entity(state, req, &Scope::top(def.target), &parent.to_string()).await
 }
 
