@@ -35,8 +35,8 @@ use crate::store::Store;
 
 /// Largest body accepted by `POST /config`.
 const CONFIG_BODY_LIMIT: usize = 256 * 1024 * 1024;
-/// Largest body accepted anywhere else.
-const BODY_LIMIT: usize = 8 * 1024 * 1024;
+/// Largest body accepted anywhere else: Kong's `nginx_admin_client_max_body_size` default (10m).
+const BODY_LIMIT: usize = 10 * 1024 * 1024;
 
 /// What the admin handlers share.
 #[derive(Clone)]
