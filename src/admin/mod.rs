@@ -184,9 +184,8 @@ async fn respond(state: &AdminState, request: Request) -> Response {
     } else {
         BODY_LIMIT
     };
-    let raw = match axum::body::to_bytes(AxumBody::new(body), limit).await {
-        Ok(b) => b,
-        Err(_) => return AdminError::TooLarge.into_response(),
+    let Ok(raw) = axum::body::to_bytes(AxumBody::new(body), limit).await else {
+        return AdminError::TooLarge.into_response();
     };
     let query = parts
         .uri
