@@ -36,3 +36,5 @@ mod malformed;
 mod timeouts;
 // The CLI contract: --version, health, serve with a bad config, exit codes.
 mod cli;
+// kong-compat §1/§9: the Admin API (CRUD, errors, paging, filters, /config) on both stores.
+mod admin_api;
