@@ -1776,6 +1776,14 @@ async fn case_target_health(api: &AdminApi) {
         .await
         .expect(201);
 
+    api.post("/services", &json!({"name": "hc", "host": "hc.test"}))
+        .await
+        .expect(201);
+    api.post("/services/hc/routes", &json!({"paths": ["/hc"]}))
+        .await
+        .expect(201);
+    wait_proxy(api, "/hc", 200).await;
+
     // Health checks are off: the balancer reports HEALTHCHECKS_OFF once it has the target.
     let body = wait_health(api, "hc.test", &target, "HEALTHCHECKS_OFF").await;
     assert_eq!(body["next"], Value::Null);
@@ -1800,11 +1808,28 @@ async fn case_target_health(api: &AdminApi) {
     assert_eq!(r.status, 204, "{}", r.body);
     assert_eq!(r.body, Value::Null);
     wait_health(api, "hc.test", &target, "UNHEALTHY").await;
+    // The override outlives a republished configuration (an unrelated write). DB-less
+    // `/status` shows when the data plane has republished: its configuration_hash changes.
+    if api.backend == Backend::Memory {
+        let hash = |s: Value| s["configuration_hash"].clone();
+        let before = hash(api.get("/status").await.expect(200));
+        api.post("/consumers", &json!({"username": "unrelated"}))
+            .await
+            .expect(201);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while hash(api.get("/status").await.expect(200)) == before {
+            assert!(tokio::time::Instant::now() < deadline, "no republish");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    wait_health(api, "hc.test", &target, "UNHEALTHY").await;
     let body = api
         .get("/upstreams/hc.test/health?balancer_health=1")
         .await
         .expect(200);
     assert_eq!(body["data"]["health"], "UNHEALTHY", "{body}");
+    // The proxy has no target left to pick.
+    wait_proxy(api, "/hc", 503).await;
 
     // And back.
     let r = api
@@ -1817,6 +1842,25 @@ async fn case_target_health(api: &AdminApi) {
         .await;
     assert_eq!(r.status, 204, "{}", r.body);
     wait_health(api, "hc.test", &target, "HEALTHCHECKS_OFF").await;
+    wait_proxy(api, "/hc", 200).await;
+
+    // An override sent right after the target was created (before the data plane has the
+    // new configuration) is not lost.
+    let second = Echo::start("hc2").await;
+    let target2 = second.authority();
+    api.post("/upstreams/hc.test/targets", &json!({"target": target2}))
+        .await
+        .expect(201);
+    let r = api
+        .raw(
+            Method::PUT,
+            &format!("/upstreams/hc.test/targets/{target2}/unhealthy"),
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    wait_health(api, "hc.test", &target2, "UNHEALTHY").await;
 
     // Unknown target or upstream: 404.
     api.raw(
