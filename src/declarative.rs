@@ -109,7 +109,7 @@ impl DeclarativeError {
     }
 
     /// Human-readable flattened errors, one per line, e.g.
-    /// `services[0].routes[1].paths[0]: should start with: / (or ~ for a regex)`.
+    /// `services[0].routes[1].paths[0]: should start with: / (fixed path) or ~/ (regex path)`.
     pub fn lines(&self) -> Vec<String> {
         match &self.kind {
             ErrorKind::Parse(m) => vec![format!("failed parsing declarative configuration: {m}")],
@@ -1063,7 +1063,7 @@ consumers:
             vec![
                 "consumers[0]: at least one of these fields must be non-empty: 'custom_id', 'username'",
                 "services[0].port: value should be between 0 and 65535",
-                "services[0].routes[1].paths[1]: should start with: / (or ~ for a regex)",
+                "services[0].routes[1].paths[1]: should start with: / (fixed path) or ~/ (regex path)",
             ]
         );
         let fields = e.to_kong_json()["fields"].clone();
@@ -1072,7 +1072,7 @@ consumers:
             json!({
                 "consumers": [{"@entity": ["at least one of these fields must be non-empty: 'custom_id', 'username'"]}],
                 "services": [{"port": "value should be between 0 and 65535",
-                              "routes": [null, {"paths": [null, "should start with: / (or ~ for a regex)"]}]}]
+                              "routes": [null, {"paths": [null, "should start with: / (fixed path) or ~/ (regex path)"]}]}]
             })
         );
         assert_eq!(e.to_string(), e.lines().join("\n"));

@@ -29,7 +29,7 @@ use crate::ops::migrate::redact_url;
 use crate::proxy::{ConnInfo, Proxy, Stats};
 use crate::snapshot::SnapshotStore;
 use crate::status::StatusState;
-use crate::store::{Entity, MemoryStore, PgStore, Store, Tables};
+use crate::store::{Entity, HealthOverride, MemoryStore, PgStore, Store, Tables};
 
 /// The declarative configuration used when `--config` is not given (DB-less).
 pub const DEFAULT_CONFIG: &str = include_str!("../compose/gateway.yml");
@@ -433,29 +433,67 @@ async fn publish_changes(
     }
 }
 
+/// How long an override waits for its target to reach this node's balancer (a target created
+/// just before the override, or one whose name is still resolving) before it is dropped.
+const HEALTH_PENDING_FOR: Duration = Duration::from_secs(30);
+
 /// Apply manual health overrides (from this node's admin API or, in Postgres mode, any node's)
-/// to the balancers.
+/// to the balancers. An override for a target the data plane does not have yet is retried until
+/// it lands or [`HEALTH_PENDING_FOR`] passes, so `POST target` then `PUT .../unhealthy` sticks.
 async fn follow_health(config: Arc<dyn Store>, snapshots: Arc<SnapshotStore>) {
     let mut events = config.health_events();
+    let mut pending: Vec<(HealthOverride, tokio::time::Instant)> = Vec::new();
+    let mut retry = tokio::time::interval(Duration::from_millis(20));
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let h = match events.recv().await {
-            Ok(h) => h,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        };
-        let tables = config.tables();
-        let (Some(u), Some(t)) = (
-            tables.get(EntityKind::Upstreams, h.upstream),
-            tables.get(EntityKind::Targets, h.target),
-        ) else {
-            continue;
-        };
-        let (Entity::Upstream(u), Entity::Target(t)) = (&**u, &**t) else {
-            continue;
-        };
-        if let Some(b) = snapshots.load().balancers.get(&u.name) {
-            b.set_health(&t.target, h.address.as_deref(), h.healthy);
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(h) => {
+                    // A newer verdict for the same target/address replaces a pending one.
+                    pending.retain(|(p, _)| (p.target, &p.address) != (h.target, &h.address));
+                    if apply_health(&*config, &snapshots, &h) == HealthApplied::NotYet {
+                        pending.push((h, tokio::time::Instant::now() + HEALTH_PENDING_FOR));
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = retry.tick(), if !pending.is_empty() => {
+                let now = tokio::time::Instant::now();
+                pending.retain(|(h, deadline)| {
+                    *deadline > now && apply_health(&*config, &snapshots, h) == HealthApplied::NotYet
+                });
+            }
         }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum HealthApplied {
+    /// Applied, or moot (the target or upstream is gone from the configuration).
+    Done,
+    /// The configuration has the target but this node's balancer does not have it yet.
+    NotYet,
+}
+
+fn apply_health(
+    config: &dyn Store,
+    snapshots: &SnapshotStore,
+    h: &HealthOverride,
+) -> HealthApplied {
+    let tables = config.tables();
+    let (Some(u), Some(t)) = (
+        tables.get(EntityKind::Upstreams, h.upstream),
+        tables.get(EntityKind::Targets, h.target),
+    ) else {
+        return HealthApplied::Done;
+    };
+    let (Entity::Upstream(u), Entity::Target(t)) = (&**u, &**t) else {
+        return HealthApplied::Done;
+    };
+    match snapshots.load().balancers.get(&u.name) {
+        Some(b) if b.set_health(&t.target, h.address.as_deref(), h.healthy) => HealthApplied::Done,
+        _ => HealthApplied::NotYet,
     }
 }
 

@@ -13,23 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::gateway::Gateway;
-use crate::support::pg::{PrivateCluster, fresh_database};
+use crate::support::pg::{PrivateCluster, fresh_database, migrate};
 use crate::support::{Echo, client};
-
-/// Apply the migrations with the real binary, as an operator would.
-async fn migrate(url: &str) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_gwctl"))
-        .args(["migrate", "up", "--database-url", url, "--wait", "20"])
-        .output()
-        .await
-        .expect("run gwctl migrate");
-    assert!(
-        out.status.success(),
-        "migrate failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A node on `url` with its admin listener on a free port.
 async fn node(url: &str) -> Gateway {

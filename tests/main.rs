@@ -40,3 +40,5 @@ mod cli;
 mod migrate;
 // Postgres mode: two nodes on one database, lost notifications, a database outage under load.
 mod cluster;
+// kong-compat §1/§9: the Admin API (CRUD, errors, paging, filters, /config) on both stores.
+mod admin_api;

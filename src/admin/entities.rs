@@ -14,7 +14,7 @@ use super::paging::{self, TagFilter};
 use super::{AdminState, NESTED, Req, as_uuid, ok};
 use crate::model::schema::{Ctx, EntityKind, FieldType, Schema, now_ms, validate};
 use crate::store::entity::{endpoint_key, foreign_defs, unique_defs};
-use crate::store::{Entity, HealthOverride, Tables, WriteOp};
+use crate::store::{Entity, HealthOverride, StoreError, Tables, WriteOp};
 
 /// The parent of a nested collection.
 #[derive(Debug, Clone, Copy)]
@@ -307,8 +307,15 @@ pub(crate) async fn entity(
             .map(|e| ok(e.to_json()))
             .ok_or(AdminError::NotFound),
         Method::DELETE => {
-            if let Some(e) = existing {
-                state.store.write(WriteOp::Delete(kind, e.id())).await?;
+            match existing {
+                Some(e) => {
+                    state.store.write(WriteOp::Delete(kind, e.id())).await?;
+                }
+                // Kong's nested endpoints select the child under its parent first: a child that
+                // is missing (or another parent's) is 404 there. Top-level DELETE stays
+                // idempotent (204).
+                None if scope.parent.is_some() => return Err(AdminError::NotFound),
+                None => {}
             }
             Ok(StatusCode::NO_CONTENT.into_response())
         }
@@ -321,38 +328,79 @@ pub(crate) async fn entity(
             let e = existing.ok_or(AdminError::NotFound)?;
             patch(state, req, scope, &e).await
         }
-        Method::PUT => {
-            let body = req.body(false).await?;
-            let mut input = body.object()?;
-            let url_id = as_uuid(key);
-            match (&existing, url_id) {
-                (Some(e), _) => {
-                    let stored = e.to_json();
-                    input.insert("id".into(), json!(e.id()));
-                    if let Some(c) = stored.get("created_at") {
-                        input.insert("created_at".into(), c.clone());
-                    }
-                }
-                (None, Some(id)) => {
-                    input.insert("id".into(), json!(id));
-                }
-                (None, None) => {
-                    input.remove("id");
-                }
-            }
-            if url_id.is_none()
-                && let Some(field) = endpoint_key(kind)
-            {
-                input.insert(field.to_owned(), Value::from(key));
-            }
-            input.remove("updated_at");
-            if let Some(p) = scope.parent {
-                input.insert(p.field.to_owned(), json!({ "id": p.id }));
-            }
-            let e = save(state, kind, input, body.coerce(), false).await?;
-            Ok(ok(e.to_json()))
-        }
+        Method::PUT => put(state, req, scope, key, existing).await,
         _ => Err(AdminError::MethodNotAllowed),
+    }
+}
+
+/// `PUT`: create or replace, by id or by endpoint key (the URL's key wins over the body's).
+///
+/// Kong upserts atomically on the key (`ON CONFLICT`), so concurrent PUTs of one new name all
+/// succeed. Here the entity is built from a read of the store, so a PUT that loses the race meets
+/// the winner's row as a unique violation on that key; it is retried as a replace of that row
+/// (re-reading, with a short bounded wait for a Postgres mirror to see the other node's commit).
+async fn put(
+    state: &AdminState,
+    req: &Req,
+    scope: &Scope,
+    key: &str,
+    mut existing: Option<Arc<Entity>>,
+) -> Result<Response, AdminError> {
+    const RETRIES: u32 = 5;
+    let kind = scope.kind;
+    let body = req.body(false).await?;
+    let url_id = as_uuid(key);
+    let key_field = endpoint_key(kind).filter(|_| url_id.is_none());
+    let mut attempt = 0;
+    loop {
+        let mut input = body.object()?;
+        match (&existing, url_id) {
+            (Some(e), _) => {
+                let stored = e.to_json();
+                input.insert("id".into(), json!(e.id()));
+                if let Some(c) = stored.get("created_at") {
+                    input.insert("created_at".into(), c.clone());
+                }
+            }
+            (None, Some(id)) => {
+                input.insert("id".into(), json!(id));
+            }
+            (None, None) => {
+                input.remove("id");
+            }
+        }
+        if let Some(field) = key_field {
+            input.insert(field.to_owned(), Value::from(key));
+        }
+        input.remove("updated_at");
+        if let Some(p) = scope.parent {
+            input.insert(p.field.to_owned(), json!({ "id": p.id }));
+        }
+        let err = match save(state, kind, input, body.coerce(), false).await {
+            Ok(e) => return Ok(ok(e.to_json())),
+            Err(e) => e,
+        };
+        let lost_race = existing.is_none()
+            && attempt < RETRIES
+            && matches!(&err, AdminError::Store(StoreError::Unique { fields, .. })
+                if key_field.is_some_and(|f| fields.get(f).is_some()));
+        if !lost_race {
+            return Err(err);
+        }
+        attempt += 1;
+        let tables = state.store.tables();
+        existing = find(&tables, scope, key);
+        // The name is taken under another parent: a real conflict.
+        if existing.is_none()
+            && scope.parent.is_some()
+            && find(&tables, &Scope::top(kind), key).is_some()
+        {
+            return Err(err);
+        }
+        if existing.is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(5 << attempt)).await;
+            existing = find(&state.store.tables(), scope, key);
+        }
     }
 }
 
@@ -390,12 +438,13 @@ pub(crate) async fn parent_of(
         .iter()
         .find(|d| d.field == field)
         .ok_or(AdminError::NotFound)?;
-    if req.method == Method::DELETE {
-        return Err(AdminError::MethodNotAllowed);
-    }
     let t = state.store.tables();
     let child = find(&t, &Scope::top(kind), key).ok_or(AdminError::NotFound)?;
     let parent = child.foreign(field).ok_or(AdminError::NotFound)?;
+    // Kong checks the child and its reference first: DELETE is 405 only when both exist.
+    if req.method == Method::DELETE {
+        return Err(AdminError::MethodNotAllowed);
+    }
     entity(state, req, &Scope::top(def.target), &parent.to_string()).await
 }
 

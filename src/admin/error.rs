@@ -33,8 +33,9 @@ pub enum AdminError {
         /// `services`.
         target: &'static str,
     },
-    /// 400 code 7.
-    InvalidOffset(String),
+    /// 400 code 7: the token and why it is not an offset (`bad base64 encoding`,
+    /// `bad json encoding`).
+    InvalidOffset(String, &'static str),
     /// 400 code 9.
     InvalidSize(&'static str),
     /// 400 code 11 (uses `options`).
@@ -100,8 +101,8 @@ impl IntoResponse for AdminError {
                     }),
                 )
             }
-            Self::InvalidOffset(token) => {
-                let m = format!("'{token}' is not a valid offset: bad base64 encoding");
+            Self::InvalidOffset(token, reason) => {
+                let m = format!("'{token}' is not a valid offset: {reason}");
                 body(
                     StatusCode::BAD_REQUEST,
                     json!({"code": 7, "name": "invalid offset", "message": m}),

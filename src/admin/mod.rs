@@ -35,8 +35,8 @@ use crate::store::Store;
 
 /// Largest body accepted by `POST /config`.
 const CONFIG_BODY_LIMIT: usize = 256 * 1024 * 1024;
-/// Largest body accepted anywhere else.
-const BODY_LIMIT: usize = 8 * 1024 * 1024;
+/// Largest body accepted anywhere else: Kong's `nginx_admin_client_max_body_size` default (10m).
+const BODY_LIMIT: usize = 10 * 1024 * 1024;
 
 /// What the admin handlers share.
 #[derive(Clone)]
@@ -158,8 +158,24 @@ fn authorized(state: &AdminState, headers: &axum::http::HeaderMap) -> bool {
 }
 
 async fn handle(State(state): State<AdminState>, request: Request) -> Response {
+    let mut response = respond(&state, request).await;
+    // Kong's admin responses say `application/json; charset=utf-8`, errors included (401, 413).
+    let headers = response.headers_mut();
+    if headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v == "application/json")
+    {
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
+    response
+}
+
+async fn respond(state: &AdminState, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    if !authorized(&state, &parts.headers) {
+    if !authorized(state, &parts.headers) {
         return AdminError::Unauthorized.into_response();
     }
     let path = parts.uri.path().to_owned();
@@ -168,9 +184,8 @@ async fn handle(State(state): State<AdminState>, request: Request) -> Response {
     } else {
         BODY_LIMIT
     };
-    let raw = match axum::body::to_bytes(AxumBody::new(body), limit).await {
-        Ok(b) => b,
-        Err(_) => return AdminError::TooLarge.into_response(),
+    let Ok(raw) = axum::body::to_bytes(AxumBody::new(body), limit).await else {
+        return AdminError::TooLarge.into_response();
     };
     let query = parts
         .uri
@@ -188,22 +203,10 @@ async fn handle(State(state): State<AdminState>, request: Request) -> Response {
         headers: parts.headers,
         raw,
     };
-    let mut response = match dispatch(&state, &req).await {
+    match dispatch(state, &req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
-    };
-    // Kong's admin responses say `application/json; charset=utf-8`.
-    let headers = response.headers_mut();
-    if headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v == "application/json")
-    {
-        headers.insert(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("application/json; charset=utf-8"),
-        );
     }
-    response
 }
 
 /// 200 with a JSON body.

@@ -44,13 +44,16 @@ pub(crate) fn encode_offset(parts: &[Value]) -> String {
 pub(crate) fn decode_offset(token: &str) -> Result<Vec<Value>, AdminError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(token.trim_end_matches('='))
-        .map_err(|_| AdminError::InvalidOffset(token.to_owned()))?;
+        .map_err(|_| AdminError::InvalidOffset(token.to_owned(), "bad base64 encoding"))?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Array(a)) => Ok(a),
-        _ => Err(AdminError::BadRequest(format!(
-            "'{token}' is not a valid offset: bad json encoding"
-        ))),
+        _ => Err(bad_json(token)),
     }
+}
+
+/// Code 7 for a token that decodes but does not hold a row key.
+fn bad_json(token: &str) -> AdminError {
+    AdminError::InvalidOffset(token.to_owned(), "bad json encoding")
 }
 
 /// The id after which a page starts.
@@ -61,9 +64,7 @@ pub(crate) fn offset_id(req: &Req) -> Result<Option<Uuid>, AdminError> {
     let parts = decode_offset(token)?;
     match parts.first().and_then(Value::as_str).map(Uuid::parse_str) {
         Some(Ok(id)) => Ok(Some(id)),
-        _ => Err(AdminError::BadRequest(format!(
-            "'{token}' is not a valid offset: bad json encoding"
-        ))),
+        _ => Err(bad_json(token)),
     }
 }
 
@@ -154,11 +155,7 @@ pub(crate) fn tags(
         None => None,
         Some(token) => {
             let parts = decode_offset(token)?;
-            let bad = || {
-                AdminError::BadRequest(format!(
-                    "'{token}' is not a valid offset: bad json encoding"
-                ))
-            };
+            let bad = || bad_json(token);
             let k = parts.first().and_then(Value::as_u64).ok_or_else(bad)? as usize;
             let id = parts
                 .get(1)

@@ -12,6 +12,16 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Kong's `number` fields as Lua's cjson prints them: integral values without a fraction (`5`,
+/// not `5.0`), so a client comparing JSON values sees back what it sent.
+fn kong_number<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(*v)
+    }
+}
+
 /// A reference to another entity, rendered as `{"id": "<uuid>"}` like Kong's foreign keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ForeignKey {
@@ -248,6 +258,7 @@ pub enum HashOn {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Healthchecks {
     /// Percentage of healthy weight at or below which the balancer is unhealthy.
+    #[serde(serialize_with = "kong_number")]
     pub threshold: f64,
     /// Active probing.
     pub active: ActiveHealthcheck,
@@ -262,6 +273,7 @@ pub struct ActiveHealthcheck {
     #[serde(rename = "type")]
     pub kind: String,
     /// Probe timeout in seconds.
+    #[serde(serialize_with = "kong_number")]
     pub timeout: f64,
     /// Probes in parallel.
     pub concurrency: u32,
@@ -283,6 +295,7 @@ pub struct ActiveHealthcheck {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActiveHealthy {
     /// Seconds between probes of healthy targets (0: none).
+    #[serde(serialize_with = "kong_number")]
     pub interval: f64,
     /// Statuses that count as success.
     pub http_statuses: Vec<u16>,
@@ -294,6 +307,7 @@ pub struct ActiveHealthy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActiveUnhealthy {
     /// Seconds between probes of unhealthy targets (0: none).
+    #[serde(serialize_with = "kong_number")]
     pub interval: f64,
     /// Statuses that count as HTTP failures.
     pub http_statuses: Vec<u16>,
@@ -353,8 +367,10 @@ pub struct Target {
     /// Tags.
     pub tags: Option<Vec<String>>,
     /// Creation time, Unix seconds with milliseconds.
+    #[serde(serialize_with = "kong_number")]
     pub created_at: f64,
     /// Last update, Unix seconds with milliseconds.
+    #[serde(serialize_with = "kong_number")]
     pub updated_at: f64,
 }
 

@@ -461,7 +461,7 @@ async fn follow(store: Weak<PgStore>) {
                         }
                     }
                     polls += 1;
-                    if polls % 30 == 0 {
+                    if polls.is_multiple_of(30) {
                         let sql = format!(
                             "DELETE FROM gwctl_changes WHERE at < now() - interval '{CHANGE_RETENTION}'"
                         );

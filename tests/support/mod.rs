@@ -2,9 +2,11 @@
 //! Real sockets on 127.0.0.1:0 only; every wait is bounded by a deadline.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod echo;
 pub mod gateway;
 pub mod pg;
+pub mod pg_backend;
 pub mod raw;
 pub mod tls;
 

@@ -34,6 +34,28 @@ pub async fn fresh_database() -> Option<String> {
     Some(with_database(&admin, &name))
 }
 
+/// Apply the migrations to `url` with the real binary, as an operator would.
+pub async fn migrate(url: &str) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_gwctl"))
+        .args(["migrate", "up", "--database-url", url, "--wait", "20"])
+        .output()
+        .await
+        .expect("run gwctl migrate");
+    assert!(
+        out.status.success(),
+        "migrate failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A fresh database with the migrations applied, or `None` without a test cluster.
+pub async fn migrated_database() -> Option<String> {
+    let url = fresh_database().await?;
+    migrate(&url).await;
+    Some(url)
+}
+
 /// Print the note a test leaves when there is no Postgres to test against.
 pub fn skip_note(test: &str) {
     eprintln!(

@@ -1122,7 +1122,7 @@ static ACL: LazyLock<Schema> = LazyLock::new(|| {
 });
 
 static CA_CERT: LazyLock<Schema> = LazyLock::new(|| {
-    Schema::new(
+    let mut s = Schema::new(
         "ca_certificates",
         vec![
             ("id", id()),
@@ -1134,5 +1134,17 @@ static CA_CERT: LazyLock<Schema> = LazyLock::new(|| {
             ("cert_digest", Field::string()),
             ("tags", tags()),
         ],
-    )
+    );
+    // Kong's on-write transformation: `cert_digest` (unique) is the certificate's SHA-256,
+    // whatever the input said.
+    s.post = Some(|m| {
+        if let Some(digest) = m
+            .get("cert")
+            .and_then(Value::as_str)
+            .and_then(v::certificate_digest)
+        {
+            m.insert("cert_digest".to_owned(), Value::String(digest));
+        }
+    });
+    s
 });

@@ -231,11 +231,11 @@ fn field_errors_json_and_message() {
     );
     assert_eq!(
         e.to_json(),
-        json!({"paths": [null, "should start with: / (or ~ for a regex)"]})
+        json!({"paths": [null, "should start with: / (fixed path) or ~/ (regex path)"]})
     );
     assert_eq!(
         e.message(),
-        "schema violation (paths.2: should start with: / (or ~ for a regex))"
+        "schema violation (paths.2: should start with: / (fixed path) or ~/ (regex path))"
     );
     let e = err_of(EntityKind::Consumers, json!({}));
     assert_eq!(
@@ -279,7 +279,7 @@ fn route_errors() {
         ),
         (
             json!({"paths": ["orders"]}),
-            "schema violation (paths.1: should start with: / (or ~ for a regex))",
+            "schema violation (paths.1: should start with: / (fixed path) or ~/ (regex path))",
         ),
         (
             json!({"paths": ["/a/../b"]}),

@@ -301,11 +301,11 @@ fn remove_dot_segments(path: &str) -> String {
     r
 }
 
-/// Route paths: `/prefix` (normalized) or `~regex` (must compile).
+/// Route paths: `/prefix` (normalized) or `~/regex` (must compile).
 pub fn router_path(v: &Value) -> Result<(), String> {
     let Some(s) = v.as_str() else { return Ok(()) };
-    if !s.starts_with('/') && !s.starts_with('~') {
-        return Err("should start with: / (or ~ for a regex)".to_owned());
+    if !s.starts_with('/') && !s.starts_with("~/") {
+        return Err("should start with: / (fixed path) or ~/ (regex path)".to_owned());
     }
     if let Some(re) = s.strip_prefix('~') {
         return match regex::Regex::new(re) {
@@ -363,6 +363,18 @@ pub fn pem_certificate(v: &Value) -> Result<(), String> {
                 .to_owned(),
         )
     }
+}
+
+/// Kong's `cert_digest` of a PEM certificate: the SHA-256 of its DER, lower-case hex.
+pub fn certificate_digest(pem: &str) -> Option<String> {
+    use sha2::Digest as _;
+    let der = pem_body(pem, "CERTIFICATE")?;
+    Some(
+        sha2::Sha256::digest(der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
 }
 
 fn pem_body(s: &str, label_suffix: &str) -> Option<Vec<u8>> {
