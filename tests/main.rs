@@ -36,3 +36,5 @@ mod malformed;
 mod timeouts;
 // The CLI contract: --version, health, serve with a bad config, exit codes.
 mod cli;
+// kong-compat §1: a real Kong Admin API client (aio-kong) does CRUD on every entity kind.
+mod kong_client;
