@@ -42,3 +42,5 @@ mod migrate;
 mod cluster;
 // kong-compat §1/§9: the Admin API (CRUD, errors, paging, filters, /config) on both stores.
 mod admin_api;
+// kong-compat §1: a real Kong Admin API client (aio-kong) does CRUD on every entity kind.
+mod kong_client;

@@ -128,9 +128,10 @@ async fn https_upstream_without_and_with_verification() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_upstream_verified_against_a_ca_certificates_bundle() {
-    let (cert, key) = tls::self_signed(&["localhost", "127.0.0.1"]);
+    // Kong accepts only CA certificates (basic constraint CA:TRUE) as ca_certificates.
+    let (ca, cert, key) = tls::ca_signed(&["localhost", "127.0.0.1"]);
     let up = Echo::start_tls("tls-ca", tls::acceptor(&cert, &key)).await;
-    let indented: String = cert.lines().map(|l| format!("      {l}\n")).collect();
+    let indented: String = ca.lines().map(|l| format!("      {l}\n")).collect();
     let yaml = format!(
         "_format_version: \"3.0\"\nca_certificates:\n  - id: 8c4f4c0e-7f5a-4d38-9b7e-0a4c2f1d9e11\n    cert: |\n{indented}services:\n  - url: https://127.0.0.1:{}\n    tls_verify: true\n    ca_certificates: [8c4f4c0e-7f5a-4d38-9b7e-0a4c2f1d9e11]\n    routes:\n      - paths: [\"/\"]\n",
         up.addr.port()

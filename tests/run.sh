@@ -11,7 +11,7 @@
 # Environment:
 #   GWCTL_TEST_SERVICES  space-separated components to install/start before the tests (default:
 #                        the SERVICES list below; set it empty to start none). Known: postgres
-#                        redis podman promtool newman pyjwt rotel.
+#                        redis podman promtool newman pyjwt rotel kongclient.
 #   GWCTL_TEST_RUNNER    `nextest` or `cargo` (default: nextest when cargo-nextest is installed).
 #   CARGO_TARGET_DIR     respected as usual.
 #
@@ -24,15 +24,18 @@
 #   newman    GWCTL_TEST_NEWMAN=tests/.tools/node_modules/.bin/newman
 #   pyjwt     GWCTL_TEST_PYTHON=tests/.tools/venv/bin/python (imports `jwt`)
 #   rotel     GWCTL_TEST_ROTEL=path to the rotel-agent binary (OTLP receiver)
+#   kongclient GWCTL_TEST_KONG_CLIENT_PYTHON=tests/.tools/venv-kongclient/bin/python (imports
+#             `kong` from aio-kong, and `cryptography`); tests/kong_client.rs needs it.
 set -euo pipefail
 
 # Components enabled by default: what the Rust tests need. Later issues add the names they need
 # here, e.g. "postgres redis podman promtool newman pyjwt rotel".
-SERVICES="${GWCTL_TEST_SERVICES-postgres}"
+SERVICES="${GWCTL_TEST_SERVICES-postgres kongclient}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/tests/.tools" # cache of npm/pip installs; ignores itself (see ensure_tools_dir)
 ROTEL_VERSION="0.0.1a15"
+AIO_KONG_VERSION="3.7.2" # the Kong Admin API client tests/clients/kong_client_crud.py drives
 
 log() { printf 'tests/run.sh: %s\n' "$*" >&2; }
 die() {
@@ -219,6 +222,26 @@ need_rotel() {
     export GWCTL_TEST_ROTEL="$agent"
 }
 
+# aio-kong (a real third-party Kong Admin API client) and cryptography, in a venv of their own so
+# that their pins never fight the shared venv's.
+need_kongclient() {
+    local venv="$TOOLS/venv-kongclient"
+    local py="$venv/bin/python"
+    if ! "$py" -c 'import kong.client, cryptography' >/dev/null 2>&1; then
+        have python3 || apt_install python3
+        python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_install python3-venv
+        ensure_tools_dir
+        if [[ ! -x "$py" ]]; then
+            log "creating python venv: $venv"
+            python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+        fi
+        log "installing (pip): aio-kong==$AIO_KONG_VERSION cryptography into $venv"
+        "$py" -m pip install -q --disable-pip-version-check "aio-kong==$AIO_KONG_VERSION" \
+            'cryptography>=42' || die "pip install aio-kong cryptography failed"
+    fi
+    export GWCTL_TEST_KONG_CLIENT_PYTHON="$py"
+}
+
 # ---------------------------------------------------------------------------------------------
 # start_*: start one throwaway service on a free loopback port, export its URL, register cleanup.
 
@@ -304,6 +327,7 @@ enable() {
     newman) need_newman ;;
     pyjwt) need_pyjwt ;;
     rotel) need_rotel ;;
+    kongclient) need_kongclient ;;
     nginx) need_nginx ;;
     wrk) need_wrk ;;
     *) die "unknown component in GWCTL_TEST_SERVICES: $1" ;;

@@ -115,3 +115,24 @@ pub async fn get_echo(c: &reqwest::Client, url: &str, host: Option<&str>) -> (u1
 pub fn is_request_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
+
+/// The value of `var`, which `tests/run.sh` exports when its component `name` is enabled (an
+/// interpreter or tool path, a service URL). A test that needs a component must not pass silently
+/// without it: when `var` is unset this panics, telling to run `tests/run.sh`; only with
+/// `GWCTL_TEST_ALLOW_MISSING` set (non-empty) does it return `None`, and the caller skips.
+pub fn component(var: &str, name: &str) -> Option<String> {
+    if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+        return Some(v.to_string_lossy().into_owned());
+    }
+    if std::env::var_os("GWCTL_TEST_ALLOW_MISSING").is_some_and(|v| !v.is_empty()) {
+        eprintln!(
+            "SKIPPED: {var} is unset (component `{name}`) and GWCTL_TEST_ALLOW_MISSING is set"
+        );
+        return None;
+    }
+    panic!(
+        "{var} is unset: this test needs the `{name}` component of tests/run.sh. Run the tests \
+         with `bash tests/run.sh` (or `GWCTL_TEST_SERVICES={name} bash tests/run.sh [FILTER]`), \
+         or set GWCTL_TEST_ALLOW_MISSING=1 to skip it"
+    );
+}

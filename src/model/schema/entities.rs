@@ -1134,17 +1134,51 @@ static CA_CERT: LazyLock<Schema> = LazyLock::new(|| {
             ("cert_digest", Field::string()),
             ("tags", tags()),
         ],
-    );
-    // Kong's on-write transformation: `cert_digest` (unique) is the certificate's SHA-256,
-    // whatever the input said.
+    )
+    .check(EntityCheck::Custom {
+        fields: vec!["cert"],
+        check: ca_certificate_check,
+    });
+    // Kong's on-write transformation: `cert_digest` always follows `cert`.
     s.post = Some(|m| {
-        if let Some(digest) = m
+        if let Some(info) = m
             .get("cert")
             .and_then(Value::as_str)
-            .and_then(v::certificate_digest)
+            .and_then(v::parse_certificate)
         {
-            m.insert("cert_digest".to_owned(), Value::String(digest));
+            m.insert(
+                "cert_digest".to_owned(),
+                Value::String(v::cert_digest(&info.der)),
+            );
         }
     });
     s
 });
+
+/// Kong's entity check of `ca_certificates`: one certificate, not expired, marked as a CA.
+fn ca_certificate_check(rec: &Map<String, Value>) -> Result<(), CheckFailure> {
+    let Some(pem) = rec.get("cert").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    if pem.matches("-----BEGIN CERTIFICATE-----").count() > 1 {
+        return Err(CheckFailure::entity(
+            "please submit only one certificate at a time",
+        ));
+    }
+    // An unparsable certificate was already reported by the field validator.
+    let Some(info) = v::parse_certificate(pem) else {
+        return Ok(());
+    };
+    if info.not_after < super::now_ms() / 1000 {
+        return Err(CheckFailure::entity(
+            "certificate expired, \"Not After\" time is in the past",
+        ));
+    }
+    if !info.ca {
+        return Err(CheckFailure::entity(
+            "certificate does not appear to be a CA because it is missing the \"CA\" basic \
+             constraint",
+        ));
+    }
+    Ok(())
+}

@@ -676,9 +676,63 @@ fn acl_and_ca_certificate() {
         msg(EntityKind::Acls, json!({"consumer": {"id": ID2}})),
         "schema violation (group: required field missing)"
     );
-    let pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n";
-    assert!(validate_ca_certificate(&json!({"cert": pem}), &ctx()).is_ok());
-    assert!(validate_ca_certificate(&json!({"cert": "x"}), &ctx()).is_err());
+    let truncated =
+        "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n";
+    for bad in ["x", truncated] {
+        assert_eq!(
+            msg(EntityKind::CaCertificates, json!({"cert": bad})),
+            "schema violation (cert: invalid certificate: x509.new: error:0680007B:asn1 encoding routines::header too long)"
+        );
+    }
+}
+
+/// A self-signed certificate: a CA or not, expired or not.
+fn test_cert(ca: bool, expired: bool) -> (String, Vec<u8>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["gwctl.test".to_owned()]).unwrap();
+    if ca {
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    }
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    }
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), cert.der().to_vec())
+}
+
+#[test]
+fn ca_certificate_digest_and_entity_checks() {
+    use sha2::Digest as _;
+    let (pem, der) = test_cert(true, false);
+    // cert_digest is computed from the certificate, whatever the input said.
+    let ca =
+        validate_ca_certificate(&json!({"cert": pem, "cert_digest": "forged"}), &ctx()).unwrap();
+    let want: String = sha2::Sha256::digest(&der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(ca.cert_digest.as_deref(), Some(want.as_str()));
+
+    let (leaf, _) = test_cert(false, false);
+    let e = err_of(EntityKind::CaCertificates, json!({"cert": leaf}));
+    assert_eq!(
+        e.message(),
+        "schema violation (certificate does not appear to be a CA because it is missing the \"CA\" basic constraint)"
+    );
+    assert_eq!(e.to_json()["@entity"].as_array().map(Vec::len), Some(1));
+    let (old, _) = test_cert(true, true);
+    assert_eq!(
+        msg(EntityKind::CaCertificates, json!({"cert": old})),
+        "schema violation (certificate expired, \"Not After\" time is in the past)"
+    );
+    assert_eq!(
+        msg(
+            EntityKind::CaCertificates,
+            json!({"cert": format!("{pem}{leaf}")})
+        ),
+        "schema violation (please submit only one certificate at a time)"
+    );
 }
 
 #[test]

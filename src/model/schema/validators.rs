@@ -352,10 +352,43 @@ pub fn pem_public_key(v: &Value) -> Result<(), String> {
     }
 }
 
-/// PEM certificates.
+/// What gwctl reads from a PEM certificate (the first one in the text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// The DER bytes.
+    pub der: Vec<u8>,
+    /// `Not After`, Unix seconds.
+    pub not_after: i64,
+    /// Whether the basic constraints extension says `CA:TRUE`.
+    pub ca: bool,
+}
+
+/// Parse the first PEM certificate of `s` as X.509 (`None` when it is not one).
+pub fn parse_certificate(s: &str) -> Option<CertInfo> {
+    let der = pem_body(s, "CERTIFICATE")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let not_after = cert.validity().not_after.timestamp();
+    let ca = cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|bc| bc.value.ca);
+    Some(CertInfo { der, not_after, ca })
+}
+
+/// Kong's `cert_digest`: the hex SHA-256 of the certificate's DER.
+pub fn cert_digest(der: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// PEM certificates: the first block must parse as X.509.
 pub fn pem_certificate(v: &Value) -> Result<(), String> {
     let Some(s) = v.as_str() else { return Ok(()) };
-    if pem_body(s, "CERTIFICATE").is_some() {
+    if parse_certificate(s).is_some() {
         Ok(())
     } else {
         Err(
@@ -363,18 +396,6 @@ pub fn pem_certificate(v: &Value) -> Result<(), String> {
                 .to_owned(),
         )
     }
-}
-
-/// Kong's `cert_digest` of a PEM certificate: the SHA-256 of its DER, lower-case hex.
-pub fn certificate_digest(pem: &str) -> Option<String> {
-    use sha2::Digest as _;
-    let der = pem_body(pem, "CERTIFICATE")?;
-    Some(
-        sha2::Sha256::digest(der)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    )
 }
 
 fn pem_body(s: &str, label_suffix: &str) -> Option<Vec<u8>> {
