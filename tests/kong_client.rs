@@ -6,6 +6,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::pg::{migrated_database, skip_note};
 use crate::support::{Gateway, TempDir, component};
 
 /// The whole script takes about a second; a debug build on a busy machine gets much more.
@@ -13,11 +14,29 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aio_kong_crud_on_every_entity_kind() {
+    run_script(None).await;
+}
+
+/// The same script against a node in Postgres mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aio_kong_crud_on_every_entity_kind_postgres() {
+    let Some(url) = migrated_database().await else {
+        skip_note("aio_kong_crud_on_every_entity_kind_postgres");
+        return;
+    };
+    run_script(Some(url)).await;
+}
+
+async fn run_script(database_url: Option<String>) {
     let Some(python) = component("GWCTL_TEST_KONG_CLIENT_PYTHON", "kongclient") else {
         return;
     };
     let gw = Gateway::start_with("_format_version: \"3.0\"\n", |o| {
         o.admin_listen = "127.0.0.1:0".into();
+        if database_url.is_some() {
+            o.config = None;
+            o.database_url = database_url;
+        }
     })
     .await;
     let admin = gw.bound.admin.expect("admin listener");
