@@ -127,7 +127,7 @@ def request(port, method, path, body=None, conn=None):
     return r.status, data
 
 
-def wrk_create(port, target, threads=4, seconds=10):
+def wrk_create(port, target, jwt=False, threads=4, seconds=10):
     """Create consumers + key-auths until `target` consumers exist; returns creates/s."""
     script = os.path.join(ROOT, "bench", "admin-create.lua")
     created = 0
@@ -137,7 +137,7 @@ def wrk_create(port, target, threads=4, seconds=10):
         run += 1
         out = subprocess.run(["wrk", "-t", str(threads), "-c", str(threads), "-d", f"{seconds}s",
                               "--timeout", "30s", "-s", script, f"http://127.0.0.1:{port}", "--",
-                              str(run)], capture_output=True, text=True, check=True)
+                              str(run)] + (["jwt"] if jwt else []), capture_output=True, text=True, check=True)
         m = re.search(r"RESULT created=(\d+) errors=(\d+) duration_us=(\d+)", out.stdout)
         if not m:
             raise SystemExit(f"wrk output not understood:\n{out.stdout}\n{out.stderr}")
@@ -166,12 +166,13 @@ def count(port, path):
     return json.loads(body)["total"]
 
 
-def load_phase(gw, consumers, label, results):
+def load_phase(gw, consumers, label, results, jwt=False):
     t0 = time.time()
-    rate = wrk_create(gw.admin, consumers)
+    rate = wrk_create(gw.admin, consumers, jwt)
     n_c, n_k = count(gw.admin, "/consumers"), count(gw.admin, "/key-auths")
+    n_j = count(gw.admin, "/jwts")
     assert n_c >= consumers and n_k >= consumers - 8, (n_c, n_k)
-    log(f"{label}: {n_c} consumers + {n_k} key-auths at {rate:.0f} creates/s "
+    log(f"{label}: {n_c} consumers + {n_k} key-auths + {n_j} jwts at {rate:.0f} creates/s "
         f"({time.time() - t0:.0f} s)")
     # One more write so the last publish happens with everything loaded.
     request(gw.admin, "POST", "/consumers", {"username": "probe-" + label})
@@ -179,6 +180,7 @@ def load_phase(gw, consumers, label, results):
     r = {
         "consumers_loaded": n_c,
         "keyauths_loaded": n_k,
+        "jwts_loaded": n_j,
         "creates_per_s": round(rate),
         "get_root_ms": round(timed_gets(gw.admin, "/"), 2),
         "get_consumers_1000_ms": round(timed_gets(gw.admin, "/consumers?size=1000"), 2),
@@ -262,12 +264,14 @@ def main():
     ap.add_argument("--changes", type=int, default=100)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--skip-postgres", action="store_true")
+    ap.add_argument("--jwt", action="store_true",
+                    help="also give every consumer a JWT credential (the scale check)")
     args = ap.parse_args()
     results = {"consumers": args.consumers}
     try:
         upstream = Gateway(args.gwctl, "upstream", [])  # its status listener is the upstream
         dbless = Gateway(args.gwctl, "dbless", [])
-        load_phase(dbless, args.consumers, "dbless", results)
+        load_phase(dbless, args.consumers, "dbless", results, args.jwt)
         results["proxy_under_writes_dbless"] = proxy_under_writes(dbless, upstream.status, args.seconds)
         log(f"proxy under writes (DB-less, {args.consumers} consumers loaded): "
             f"{results['proxy_under_writes_dbless']}")
@@ -280,7 +284,7 @@ def main():
             b = Gateway(args.gwctl, "node-b", ["--database-url", pg.url()])
             results["propagation"] = propagation(a, b, upstream.status, args.changes)
             log(f"propagation A -> B over {args.changes} changes: {results['propagation']}")
-            load_phase(a, args.consumers, "postgres", results)
+            load_phase(a, args.consumers, "postgres", results, args.jwt)
             results["postgres_node_b"] = {"rss_mb": round(b.rss_mb(), 1),
                                           "consumers": count(b.admin, "/consumers"),
                                           "publish_ms": b.last_publish_ms()}
@@ -297,7 +301,7 @@ def main():
         for p in PROCS:
             if p.poll() is None:
                 p.kill()
-        out = os.path.join(ROOT, "bench", "results", "admin.json")
+        out = os.path.join(ROOT, "bench", "results", "admin-jwt.json" if args.jwt else "admin.json")
         os.makedirs(os.path.dirname(out), exist_ok=True)
         with open(out, "w") as f:
             json.dump(results, f, indent=2)
