@@ -112,17 +112,20 @@ pub struct Table {
     /// Rows ordered by id (Kong's page order).
     rows: OrdMap<Uuid, Arc<Entity>>,
     /// One index per [`unique_defs`] entry: key value -> id.
-    unique: Vec<PHashMap<String, Uuid>>,
+    ///
+    /// B-trees, not HAMTs: a persistent hash map with 100,000 keys spreads them ~3 to a leaf of
+    /// 32 fixed slots (~50 MB per index); a B-tree's nodes stay half full (~8 MB).
+    unique: Vec<OrdMap<String, Uuid>>,
     /// One index per [`foreign_defs`] entry: parent id -> child ids.
-    children: Vec<PHashMap<Uuid, ChildSet>>,
+    children: Vec<OrdMap<Uuid, ChildSet>>,
 }
 
 impl Table {
     fn new(kind: EntityKind) -> Self {
         Self {
             rows: OrdMap::new(),
-            unique: vec![PHashMap::new(); unique_defs(kind).len()],
-            children: vec![PHashMap::new(); foreign_defs(kind).len()],
+            unique: vec![OrdMap::new(); unique_defs(kind).len()],
+            children: vec![OrdMap::new(); foreign_defs(kind).len()],
         }
     }
 
