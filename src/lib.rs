@@ -10,6 +10,7 @@
 //! - [`snapshot`] is the immutable compiled configuration the data plane reads, swapped atomically.
 //! - [`model`] holds the Kong-shaped entities and their schema validation; [`declarative`] loads
 //!   Kong's declarative file format into them.
+//! - [`plugins`] holds the plugin framework (phases, scoping, ordering) and the plugins.
 //! - [`status`] serves `/status` and `/status/ready`.
 //! - [`telemetry`] sets up logging.
 //! - [`ops`] is the library side of the operational subcommands (`gwctl migrate`, ...).
@@ -19,6 +20,7 @@ pub mod balancer;
 pub mod declarative;
 pub mod model;
 pub mod ops;
+pub mod plugins;
 pub mod proxy;
 pub mod router;
 pub mod serve;

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::AdminState;
 use crate::balancer::BalancerRegistry;
-use crate::model::schema::{EntityKind, NoPlugins, PluginSchemas, now_ms};
+use crate::model::schema::{EntityKind, PluginSchemas, now_ms};
 use crate::ops::migrate::redact_url;
 use crate::proxy::{ConnInfo, Proxy, Stats};
 use crate::snapshot::SnapshotStore;
@@ -126,7 +126,8 @@ pub async fn run_until(
 ) -> anyhow::Result<()> {
     let trusted = parse_trusted(&options.trusted_ips)?;
     let node_id = uuid::Uuid::new_v4();
-    let plugins: Arc<dyn PluginSchemas> = Arc::new(NoPlugins);
+    let registry = Arc::new(crate::plugins::Registry::builtin());
+    let plugins: Arc<dyn PluginSchemas> = Arc::clone(&registry) as Arc<dyn PluginSchemas>;
     let config: Arc<dyn Store> = match &options.database_url {
         Some(url) => {
             if options.config.is_some() {
@@ -173,7 +174,8 @@ pub async fn run_until(
     };
 
     let balancers = BalancerRegistry::new();
-    let store = Arc::new(SnapshotStore::new(balancers).context("initialising the router")?);
+    let store =
+        Arc::new(SnapshotStore::new(balancers, registry).context("initialising the router")?);
     let mut revisions = config.subscribe();
     revisions.borrow_and_update();
     store

@@ -14,6 +14,8 @@ use uuid::Uuid;
 
 use crate::balancer::{Balancer, BalancerRegistry};
 use crate::model::{Config, Protocol, Route, Service};
+use crate::plugins::chain::PluginCompileError;
+use crate::plugins::{CompiledPlugins, Registry};
 use crate::proxy::tls::UpstreamTls;
 use crate::router::{Router, RouterError};
 use crate::store::Tables;
@@ -45,6 +47,8 @@ pub struct Snapshot {
     pub services: HashMap<Uuid, Arc<ServiceRuntime>>,
     /// Balancers by upstream name.
     pub balancers: HashMap<String, Arc<Balancer>>,
+    /// Each route's plugin chain.
+    pub plugins: CompiledPlugins,
     /// Whether a configuration was ever loaded (for `/status/ready`).
     pub loaded: bool,
 }
@@ -55,6 +59,9 @@ pub enum CompileError {
     /// A route could not be compiled into the router.
     #[error(transparent)]
     Router(#[from] RouterError),
+    /// A plugin could not be built.
+    #[error(transparent)]
+    Plugin(#[from] PluginCompileError),
     /// Upstream TLS settings are unusable.
     #[error("service {service}: {reason}")]
     Tls {
@@ -71,11 +78,15 @@ pub struct SnapshotStore {
     publish_lock: tokio::sync::Mutex<()>,
     revision: AtomicU64,
     balancers: Arc<BalancerRegistry>,
+    registry: Arc<Registry>,
 }
 
 impl SnapshotStore {
     /// A store serving an empty, not-yet-loaded configuration.
-    pub fn new(balancers: Arc<BalancerRegistry>) -> Result<Self, CompileError> {
+    pub fn new(
+        balancers: Arc<BalancerRegistry>,
+        registry: Arc<Registry>,
+    ) -> Result<Self, CompileError> {
         let empty = Snapshot {
             revision: 0,
             config: Arc::new(Config::default()),
@@ -84,6 +95,7 @@ impl SnapshotStore {
             router: Router::new(&[])?,
             services: HashMap::new(),
             balancers: HashMap::new(),
+            plugins: CompiledPlugins::default(),
             loaded: false,
         };
         Ok(Self {
@@ -91,6 +103,7 @@ impl SnapshotStore {
             publish_lock: tokio::sync::Mutex::new(()),
             revision: AtomicU64::new(0),
             balancers,
+            registry,
         })
     }
 
@@ -148,6 +161,8 @@ impl SnapshotStore {
             .map(Arc::new)
             .collect();
         let router = Router::new(&routes)?;
+        let plugins = CompiledPlugins::compile(&self.registry, &config.plugins, &routes, &tables)?;
+        let plugins_built = plugins.instances();
         let revision = self.revision.fetch_add(1, Ordering::SeqCst) + 1;
         self.current.store(Arc::new(Snapshot {
             revision,
@@ -157,11 +172,13 @@ impl SnapshotStore {
             router,
             services,
             balancers,
+            plugins,
             loaded: true,
         }));
         tracing::info!(
             revision,
             routes = routes.len(),
+            plugins = plugins_built,
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
             "configuration published"
         );

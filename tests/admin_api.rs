@@ -1165,26 +1165,36 @@ async fn case_plugins_are_not_enabled(api: &AdminApi) {
     api.post("/services", &json!({"name": "svc", "host": "x.test"}))
         .await
         .expect(201);
-    let msg = "plugin 'key-auth' not enabled; add it to the 'plugins' configuration property";
+    let msg = "plugin 'post-function' not enabled; add it to the 'plugins' configuration property";
     let body = json!({
         "code": 2,
         "name": "schema violation",
         "message": format!("schema violation (name: {msg})"),
         "fields": {"name": msg},
     });
-    api.post("/plugins", &json!({"name": "key-auth"}))
+    api.post("/plugins", &json!({"name": "post-function"}))
         .await
         .expect_json(400, &body);
-    api.post("/services/svc/plugins", &json!({"name": "key-auth"}))
+    api.post("/services/svc/plugins", &json!({"name": "post-function"}))
         .await
         .expect_json(400, &body);
-    api.form(Method::POST, "/plugins", &[("name", "key-auth")])
+    api.form(Method::POST, "/plugins", &[("name", "post-function")])
         .await
         .expect_json(400, &body);
     assert_eq!(api.list_all("/plugins").await, Vec::<Value>::new());
-    api.get("/plugins/enabled")
-        .await
-        .expect_json(200, &json!({"enabled_plugins": []}));
+    // /plugins/enabled lists what this node runs: the built-in plugins, never post-function.
+    let enabled = api.get("/plugins/enabled").await.expect(200);
+    let names: Vec<&str> = enabled["enabled_plugins"]
+        .as_array()
+        .expect("enabled_plugins")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(names.contains(&"correlation-id"), "{names:?}");
+    assert!(!names.contains(&"post-function"), "{names:?}");
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "sorted");
 }
 
 async fn case_key_auth(api: &AdminApi) {
@@ -2269,9 +2279,18 @@ async fn case_node_info_and_schemas(api: &AdminApi) {
             assert_eq!(status["database"]["reachable"], true, "{status}");
         }
     }
-    api.get("/plugins/enabled")
-        .await
-        .expect_json(200, &json!({"enabled_plugins": []}));
+    // /plugins/enabled and GET /'s available_on_server name the same plugins, with priorities.
+    let enabled = api.get("/plugins/enabled").await.expect(200);
+    let available = info["plugins"]["available_on_server"]
+        .as_object()
+        .expect("available_on_server");
+    let mut names: Vec<&String> = available.keys().collect();
+    names.sort();
+    assert_eq!(enabled["enabled_plugins"], json!(names), "{info}");
+    assert_eq!(
+        available["correlation-id"]["priority"], 100_001,
+        "{available:?}"
+    );
 
     // Every endpoint template.
     let endpoints = api.get("/endpoints").await.expect(200);
@@ -2312,19 +2331,22 @@ async fn case_node_info_and_schemas(api: &AdminApi) {
         .await
         .expect_json(404, &json!({"message": "No entity named 'nope'"}));
 
-    // No plugin is enabled yet.
-    api.get("/schemas/plugins/cors")
+    // A plugin this node does not have (Kong's Lua plugins never are).
+    api.get("/schemas/plugins/post-function")
         .await
-        .expect_json(404, &json!({"message": "No plugin named 'cors'"}));
-    let msg = "plugin 'cors' not enabled; add it to the 'plugins' configuration property";
-    api.post("/schemas/plugins/validate", &json!({"name": "cors"}))
-        .await
-        .expect_json(
-            400,
-            &json!({"code": 2, "name": "schema violation",
+        .expect_json(404, &json!({"message": "No plugin named 'post-function'"}));
+    let msg = "plugin 'post-function' not enabled; add it to the 'plugins' configuration property";
+    api.post(
+        "/schemas/plugins/validate",
+        &json!({"name": "post-function"}),
+    )
+    .await
+    .expect_json(
+        400,
+        &json!({"code": 2, "name": "schema violation",
                     "message": format!("schema violation (name: {msg})"),
                     "fields": {"name": msg}}),
-        );
+    );
 
     // Validation without writing.
     api.post("/schemas/routes/validate", &json!({"paths": ["/v"]}))
@@ -2771,7 +2793,7 @@ async fn case_bad_input_loses_nothing(api: &AdminApi) {
             Method::POST,
             "/plugins",
             Some("application/json"),
-            json!({"name": "cors"}).to_string(),
+            json!({"name": "post-function"}).to_string(),
         ),
         (
             Method::POST,

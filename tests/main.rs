@@ -44,3 +44,5 @@ mod cluster;
 mod admin_api;
 // kong-compat §1: a real Kong Admin API client (aio-kong) does CRUD on every entity kind.
 mod kong_client;
+// kong-compat §4: the plugin framework and every plugin, through real sockets.
+mod plugins;

@@ -26,6 +26,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum UpstreamReqBody {
     /// No body.
     Empty,
+    /// A body read into memory by a plugin (possibly rewritten); `None` once sent.
+    Full(Option<Bytes>),
     /// The client's streamed body; `done` fires when its last frame was handed to the upstream.
     Stream {
         /// Client body.
@@ -45,6 +47,7 @@ impl Body for UpstreamReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             Self::Empty => Poll::Ready(None),
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Stream { inner, done } => {
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 let finished = match &polled {
@@ -63,6 +66,7 @@ impl Body for UpstreamReqBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Empty => true,
+            Self::Full(b) => b.is_none(),
             Self::Stream { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -70,6 +74,7 @@ impl Body for UpstreamReqBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Empty => SizeHint::with_exact(0),
+            Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Stream { inner, .. } => inner.size_hint(),
         }
     }
@@ -183,6 +188,8 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// A streamed upstream body.
     Upstream(Box<UpstreamBody>),
+    /// A body passing through plugins' body filters and log phase.
+    Plugins(Box<crate::plugins::body::PluginBody>),
 }
 
 impl ProxyBody {
@@ -213,6 +220,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Upstream(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            Self::Plugins(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -220,6 +228,7 @@ impl Body for ProxyBody {
         match self {
             Self::Full(b) => b.is_none(),
             Self::Upstream(body) => body.is_end_stream(),
+            Self::Plugins(body) => body.is_end_stream(),
         }
     }
 
@@ -227,6 +236,7 @@ impl Body for ProxyBody {
         match self {
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Upstream(body) => body.size_hint(),
+            Self::Plugins(body) => body.size_hint(),
         }
     }
 }

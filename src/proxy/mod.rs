@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::balancer::{HashSource, Outcome, Peer};
 use crate::model::{HashOn, Protocol, Route};
+use crate::plugins::{Ctx, LogInfo, RequestBody, Source};
 use crate::router::{RequestInfo, UriCaptures, normalize_path, upstream_path};
 use crate::snapshot::{ServiceRuntime, SnapshotStore};
 
@@ -90,6 +91,24 @@ pub struct Proxy {
     trusted: Vec<IpNet>,
 }
 
+/// What the upstream part of the pipeline needs to know about a routed request.
+struct Upstreaming<'a> {
+    route: Arc<Route>,
+    service: Arc<ServiceRuntime>,
+    /// The normalized client path.
+    path: Cow<'a, str>,
+    matched_len: usize,
+    captures: UriCaptures,
+    host_value: Option<HeaderValue>,
+    conn: ConnInfo,
+    trusted: bool,
+    client_ip: IpAddr,
+    request_id: Option<&'a HeaderValue>,
+    start: Instant,
+    /// A plugin's replacement for the upstream path.
+    upstream_path: Option<String>,
+}
+
 /// A failed upstream attempt.
 struct AttemptError {
     error: GatewayError,
@@ -129,7 +148,7 @@ impl Proxy {
         let accept = req.headers().get(header::ACCEPT).cloned();
         let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
         let mut resp = match self
-            .proxy(req, conn, request_id_value.as_ref(), start)
+            .proxy(req, conn, request_id_value.as_ref(), &request_id, start)
             .await
         {
             Ok(resp) => resp,
@@ -159,6 +178,7 @@ impl Proxy {
         req: Request<Incoming>,
         conn: ConnInfo,
         request_id: Option<&HeaderValue>,
+        request_id_text: &str,
         start: Instant,
     ) -> Result<Response<ProxyBody>, GatewayError> {
         let snapshot = self.store.load();
@@ -212,7 +232,99 @@ impl Proxy {
         } else {
             conn.peer.ip()
         };
+        let body = if http_body::Body::is_end_stream(&body) {
+            RequestBody::Empty
+        } else {
+            RequestBody::Stream(body)
+        };
+        let mut req = Upstreaming {
+            route,
+            service,
+            path,
+            matched_len,
+            captures,
+            host_value,
+            conn,
+            trusted,
+            client_ip,
+            request_id,
+            start,
+            upstream_path: None,
+        };
+        let Some(chain) = snapshot.plugins.chain(req.route.id).cloned() else {
+            return self.upstream(parts, body, &req).await.map(|(resp, _)| resp);
+        };
 
+        // The plugin chain: access, then the upstream, then the response phases.
+        let mut ctx = Box::new(Ctx {
+            snapshot: Arc::clone(&snapshot),
+            route: Arc::clone(&req.route),
+            service: Arc::clone(&req.service),
+            conn,
+            client_ip,
+            request_id: Arc::from(request_id_text),
+            started: start,
+            method: parts.method.clone(),
+            path: req.path.to_string(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: std::mem::take(&mut parts.headers),
+            captures: req.captures.clone(),
+            body,
+            upstream_path: None,
+            auth: None,
+            source: Source::Pending,
+            data: http::Extensions::new(),
+        });
+        let mut info = LogInfo {
+            status: 0,
+            source: Source::Pending,
+            upstream_error: None,
+            response_bytes: 0,
+            completed: false,
+            upstream_latency: None,
+            total_latency: Duration::ZERO,
+        };
+        if let Some(resp) = chain.access(&mut ctx).await {
+            return Ok(chain.respond(ctx, resp, Source::Gateway, info));
+        }
+        parts.headers = ctx.headers.clone();
+        parts.method = ctx.method.clone();
+        if ctx.query.as_deref() != parts.uri.query() || ctx.upstream_path.is_some() {
+            let pq = match &ctx.query {
+                Some(q) => format!("{}?{q}", parts.uri.path()),
+                None => parts.uri.path().to_owned(),
+            };
+            parts.uri = pq.parse().map_err(|_| GatewayError::BAD_REQUEST)?;
+        }
+        req.upstream_path = ctx.upstream_path.clone();
+        let body = std::mem::take(&mut ctx.body);
+        match self.upstream(parts, body, &req).await {
+            Ok((resp, upstream_latency)) => {
+                info.upstream_latency = Some(upstream_latency);
+                Ok(chain.respond(ctx, resp, Source::Upstream, info))
+            }
+            Err(err) => {
+                let accept = ctx.headers.get(header::ACCEPT);
+                let resp = if err.is_nginx_level() {
+                    let fallback = accept.or(ctx.headers.get(header::CONTENT_TYPE));
+                    respond::nginx_error(err, request_id_text, fallback)
+                } else {
+                    respond::error(err, request_id_text, accept)
+                };
+                info.upstream_error = Some(err);
+                Ok(chain.respond(ctx, resp, Source::Gateway, info))
+            }
+        }
+    }
+
+    /// Send the (access-phase-processed) request upstream and prepare the response head.
+    async fn upstream(
+        &self,
+        mut parts: Parts,
+        body: RequestBody,
+        r: &Upstreaming<'_>,
+    ) -> Result<(Response<ProxyBody>, Duration), GatewayError> {
+        let (route, service) = (&r.route, &r.service);
         let upgrade = is_upgrade(&parts);
         let client_upgrade = if upgrade {
             parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
@@ -221,23 +333,27 @@ impl Proxy {
         };
 
         // The upstream request: path, headers.
-        let mut target_path = upstream_path(
-            service.service.path.as_deref(),
-            &path,
-            matched_len,
-            route.strip_path,
-        );
+        let mut target_path = match &r.upstream_path {
+            Some(p) => p.clone(),
+            None => upstream_path(
+                service.service.path.as_deref(),
+                &r.path,
+                r.matched_len,
+                route.strip_path,
+            ),
+        };
         if let Some(q) = parts.uri.query() {
             target_path.push('?');
             target_path.push_str(q);
         }
         let uri: Uri = target_path.parse().map_err(|_| GatewayError::BAD_REQUEST)?;
 
-        let original_host = host_value.clone();
+        let original_host = r.host_value.clone();
+        let host = original_host.as_ref().and_then(|h| h.to_str().ok());
         let stripped =
-            (route.strip_path && matched_len > 0).then(|| path[..matched_len].to_owned());
+            (route.strip_path && r.matched_len > 0).then(|| r.path[..r.matched_len].to_owned());
         // Header/cookie hashing reads the client's headers (`parts`) after these moved on.
-        let mut headers = if hashes_on_headers(&service) {
+        let mut headers = if hashes_on_headers(service) {
             parts.headers.clone()
         } else {
             std::mem::take(&mut parts.headers)
@@ -245,33 +361,35 @@ impl Proxy {
         strip_hop_by_hop(&mut headers, upgrade);
         self.forwarding_headers(
             &mut headers,
-            &conn,
-            trusted,
-            client_ip,
+            &r.conn,
+            r.trusted,
+            r.client_ip,
             host,
             parts.uri.path(),
             stripped.as_deref(),
             parts.version,
         );
-        if let Some(v) = request_id {
+        if let Some(v) = r.request_id {
             headers.insert(X_KONG_REQUEST_ID.clone(), v.clone());
         }
         // The gateway answers `Expect: 100-continue` itself (hyper sends 100 when the body is
         // first read), so the upstream must not wait for one.
         headers.remove(header::EXPECT);
 
-        let has_body = !http_body::Body::is_end_stream(&body);
-        let (body, body_done) = if has_body {
-            let (tx, rx) = oneshot::channel();
-            (
-                UpstreamReqBody::Stream {
-                    inner: body,
-                    done: Some(tx),
-                },
-                Some(rx),
-            )
-        } else {
-            (UpstreamReqBody::Empty, None)
+        let (body, body_done) = match body {
+            RequestBody::Empty => (UpstreamReqBody::Empty, None),
+            RequestBody::Full(b) if b.is_empty() => (UpstreamReqBody::Empty, None),
+            RequestBody::Full(b) => (UpstreamReqBody::Full(Some(b)), None),
+            RequestBody::Stream(inner) => {
+                let (tx, rx) = oneshot::channel();
+                (
+                    UpstreamReqBody::Stream {
+                        inner,
+                        done: Some(tx),
+                    },
+                    Some(rx),
+                )
+            }
         };
 
         let mut upstream_req = Request::new(body);
@@ -282,15 +400,14 @@ impl Proxy {
 
         let hash = RequestHash {
             parts: &parts,
-            client_ip,
-            path: &path,
-            captures: &captures,
+            client_ip: r.client_ip,
+            path: &r.path,
+            captures: &r.captures,
         };
-        let proxy_latency_start = start;
         let (resp, upstream_started, set_cookie) = self
             .forward(
-                &service,
-                &route,
+                service,
+                route,
                 upstream_req,
                 body_done,
                 &hash,
@@ -299,7 +416,7 @@ impl Proxy {
             )
             .await?;
         let upstream_latency = upstream_started.elapsed();
-        let proxy_latency = upstream_started.saturating_duration_since(proxy_latency_start);
+        let proxy_latency = upstream_started.saturating_duration_since(r.start);
 
         let (mut resp_parts, resp_body) = resp.into_parts();
         let body = ProxyBody::Upstream(Box::new(resp_body));
@@ -327,7 +444,7 @@ impl Proxy {
             h.append(header::SET_COOKIE, v);
         }
         resp_parts.version = Version::HTTP_11;
-        Ok(Response::from_parts(resp_parts, body))
+        Ok((Response::from_parts(resp_parts, body), upstream_latency))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -546,8 +663,7 @@ impl Proxy {
             };
             // A keep-alive connection may have been closed by the upstream just as we reused
             // it; a bodiless request is then replayed on a fresh connection.
-            let replay = (from_pool && matches!(req.body(), UpstreamReqBody::Empty))
-                .then(|| clone_bodiless(&req));
+            let replay = from_pool.then(|| clone_in_memory(&req)).flatten();
             let sent =
                 head_with_timeout(sender.try_send_request(req), body_done, read_timeout).await;
             let resp = match sent {
@@ -649,13 +765,20 @@ fn caused_by_timeout(err: &hyper::Error) -> bool {
     false
 }
 
-fn clone_bodiless(req: &Request<UpstreamReqBody>) -> Request<UpstreamReqBody> {
-    let mut r = Request::new(UpstreamReqBody::Empty);
+/// A copy of a request whose body is empty or in memory (`None` for a streamed body, which
+/// cannot be sent twice).
+fn clone_in_memory(req: &Request<UpstreamReqBody>) -> Option<Request<UpstreamReqBody>> {
+    let body = match req.body() {
+        UpstreamReqBody::Empty => UpstreamReqBody::Empty,
+        UpstreamReqBody::Full(b) => UpstreamReqBody::Full(b.clone()),
+        UpstreamReqBody::Stream { .. } => return None,
+    };
+    let mut r = Request::new(body);
     *r.method_mut() = req.method().clone();
     *r.uri_mut() = req.uri().clone();
     *r.version_mut() = req.version();
     *r.headers_mut() = req.headers().clone();
-    r
+    Some(r)
 }
 
 fn connect_failure(e: ConnectError, req: Request<UpstreamReqBody>) -> AttemptError {

@@ -61,7 +61,23 @@ pub fn error(
     request_id: &str,
     accept: Option<&HeaderValue>,
 ) -> Response<ProxyBody> {
-    render(err, request_id, preferred_format(accept))
+    render(
+        err.status,
+        err.message,
+        request_id,
+        preferred_format(accept),
+    )
+}
+
+/// Kong's error response (`kong.response.error`) with any status and message, in the format
+/// `Accept` asks for: what plugins answer with (401 `No API key found in request`, 429, ...).
+pub fn error_with(
+    status: StatusCode,
+    message: &str,
+    request_id: &str,
+    accept: Option<&HeaderValue>,
+) -> Response<ProxyBody> {
+    render(status, message, request_id, preferred_format(accept))
 }
 
 /// Kong's error handler for nginx-level errors: the format comes from `accept_or_type`
@@ -75,38 +91,43 @@ pub fn nginx_error(
         Some(v) => preferred_format(Some(v)),
         None => Format::Text,
     };
-    render(err, request_id, format)
+    render(err.status, err.message, request_id, format)
 }
 
-fn render(err: GatewayError, request_id: &str, format: Format) -> Response<ProxyBody> {
+fn render(
+    status: StatusCode,
+    message: &str,
+    request_id: &str,
+    format: Format,
+) -> Response<ProxyBody> {
     let (content_type, body) = match format {
         Format::Json => (
             "application/json; charset=utf-8",
             format!(
                 "{{\n  \"message\":{},\n  \"request_id\":\"{request_id}\"\n}}",
-                json_string(err.message)
+                json_string(message)
             ),
         ),
         Format::Text => (
             "text/plain; charset=utf-8",
-            format!("{}\nrequest_id: {request_id}\n", err.message),
+            format!("{message}\nrequest_id: {request_id}\n"),
         ),
         Format::Html => (
             "text/html; charset=utf-8",
             format!(
                 "<!doctype html>\n<html>\n  <head>\n    <meta charset=\"utf-8\">\n    <title>Error</title>\n  </head>\n  <body>\n    <h1>Error</h1>\n    <p>{}.</p>\n    <p>request_id: {request_id}</p>\n  </body>\n</html>\n",
-                html_escape(err.message)
+                html_escape(message)
             ),
         ),
         Format::Xml => (
             "application/xml; charset=utf-8",
             format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<error>\n  <message>{}</message>\n  <requestid>{request_id}</requestid>\n</error>\n",
-                html_escape(err.message)
+                html_escape(message)
             ),
         ),
     };
-    build(err.status, content_type, body)
+    build(status, content_type, body)
 }
 
 /// A JSON response with a plain `{"message": ...}` body (what `kong.response.exit` produces).

@@ -1032,6 +1032,20 @@ static CONSUMER: LazyLock<Schema> = LazyLock::new(|| {
     .check(EntityCheck::AtLeastOneOf(vec!["custom_id", "username"]))
 });
 
+/// Kong's dynamic plugin ordering: `{"before": {"access": [names]}, "after": {...}}`.
+fn ordering_field() -> Field {
+    let phases = || {
+        Field::map(
+            Field::string().one_of_str(&["access"]),
+            Field::array(Field::string()),
+        )
+    };
+    Field::record(Schema::new(
+        "ordering",
+        vec![("before", phases()), ("after", phases())],
+    ))
+}
+
 static PLUGIN: LazyLock<Schema> = LazyLock::new(|| {
     Schema::new(
         "plugins",
@@ -1052,7 +1066,7 @@ static PLUGIN: LazyLock<Schema> = LazyLock::new(|| {
                     .default(strs(&["grpc", "grpcs", "http", "https"])),
             ),
             ("enabled", Field::boolean().required().default(json!(true))),
-            ("ordering", Field::any()),
+            ("ordering", ordering_field()),
             ("tags", tags()),
         ],
     )
