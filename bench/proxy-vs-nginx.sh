@@ -18,14 +18,17 @@ WORKERS_LIST="${BENCH_WORKERS:-1 2}"    # worker counts to compare
 ONLY_NGINX="${BENCH_ONLY_NGINX:-0}"     # 1 = skip gwctl (no build), nginx parts only
 BASELINE="${BENCH_BASELINE:-1}"         # 1 = also one wrk round straight at the upstream
 STRICT="${BENCH_STRICT:-0}"             # 1 = exit 3 when a goal is missed
+PLUGINS="${BENCH_PLUGINS:-0}"           # 1 = also gwctl with the plugin scenario (see README)
 OUT="${BENCH_OUT:-$ROOT/bench/results/latest.json}"
 # CPU pinning (taskset -c LIST), empty = no pinning (the default; see README "CPU placement").
 CPUS_UPSTREAM="${BENCH_CPUS_UPSTREAM:-}"
 CPUS_PROXY="${BENCH_CPUS_PROXY:-}"
 CPUS_WRK="${BENCH_CPUS_WRK:-}"
 
-# Goals from the issue.
+# Goals from the issues.
 GOAL_RPS_RATIO="1.00"  # gwctl req/s >= 1.0 x nginx
+GOAL_PLUGINS_RATIO="0.85" # gwctl with jwt + jwt-claim-headers + rate-limiting >= 0.85 x plain nginx
+GOAL_PLUGINS_P99_MS="0.050" # ... and its p99 at most 50 us above plain gwctl's
 GOAL_IDLE_RSS_KB=20480 # < 20 MB
 GOAL_LOAD_RSS_KB=61440 # < 60 MB
 
@@ -205,10 +208,25 @@ build_gwctl() {
     [[ -x "$GWCTL" ]] || die "gwctl binary not found at $GWCTL"
 }
 
-# start_gwctl WORKERS UPSTREAM_PORT -> sets STARTED_PORT, STARTED_PID
+# An HS256 JWT for the plugin scenario's consumer (iss = the credential key), valid for a day.
+bench_token() {
+    python3 - "$1" "$2" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+body = b64(json.dumps({"iss": sys.argv[1], "sub": "bench-user", "exp": int(time.time()) + 86400}).encode())
+sig = b64(hmac.new(sys.argv[2].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+print(f"{head}.{body}.{sig}")
+PY
+}
+BENCH_JWT_KEY="bench-issuer"
+BENCH_JWT_SECRET="bench-secret-0123456789abcdef0123456789"
+BENCH_TOKEN=""
+
+# start_gwctl WORKERS UPSTREAM_PORT [plain|plugins] -> sets STARTED_PORT, STARTED_PID
 start_gwctl() {
-    local workers="$1" upstream="$2" dir port sport
-    dir="$WORK/gwctl-$workers"
+    local workers="$1" upstream="$2" variant="${3:-plain}" dir port sport
+    dir="$WORK/gwctl-$workers-$variant"
     mkdir -p "$dir"
     cat >"$dir/kong.yml" <<EOF
 _format_version: "3.0"
@@ -219,6 +237,21 @@ services:
       - name: bench-all
         paths: ["/"]
 EOF
+    if [[ "$variant" == plugins ]]; then
+        cat >>"$dir/kong.yml" <<EOF
+        plugins:
+          - name: jwt
+          - name: jwt-claim-headers
+            config: {claims: {sub: x-user-id}}
+          - name: rate-limiting
+            config: {second: 100000000, policy: local}
+consumers:
+  - username: bench
+    jwt_secrets:
+      - key: $BENCH_JWT_KEY
+        secret: $BENCH_JWT_SECRET
+EOF
+    fi
     port="$(free_port)"
     sport="$(free_port)"
     pinned "$CPUS_PROXY"
@@ -232,7 +265,9 @@ EOF
         tail -n 30 "$dir/log" >&2 || true
         die "gwctl serve did not become ready (GET http://127.0.0.1:$sport/status/ready)"
     }
-    [[ "$(http_code "http://127.0.0.1:$port/")" == 200 ]] || {
+    local auth=()
+    [[ "$variant" != plugins ]] || auth=(-H "Authorization: Bearer $BENCH_TOKEN")
+    [[ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "${auth[@]}" "http://127.0.0.1:$port/" 2>/dev/null || true)" == 200 ]] || {
         tail -n 30 "$dir/log" >&2 || true
         die "gwctl serve does not proxy GET / to the upstream with 200"
     }
@@ -261,7 +296,7 @@ to_ms() {
         printf "%.3f", n }'
 }
 
-# run_wrk URL DURATION -> sets W_RPS W_P50 W_P99 (ms) W_NON2XX W_ERRS (raw output kept in WORK)
+# run_wrk URL DURATION [HEADER] -> sets W_RPS W_P50 W_P99 (ms) W_NON2XX W_ERRS (raw output kept in WORK)
 WRK_N=0
 run_wrk() {
     local url="$1" dur="$2" out limit
@@ -269,7 +304,9 @@ run_wrk() {
     out="$WORK/wrk-$WRK_N.txt"
     limit=$(($(seconds "$dur") + 30))
     pinned "$CPUS_WRK"
-    "${PIN[@]}" timeout "$limit" wrk -t "$THREADS" -c "$CONNECTIONS" -d "$dur" --latency "$url" \
+    local hdr=()
+    [[ -z "${3:-}" ]] || hdr=(-H "$3")
+    "${PIN[@]}" timeout "$limit" wrk -t "$THREADS" -c "$CONNECTIONS" -d "$dur" --latency "${hdr[@]}" "$url" \
         >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed against $url"; }
     local p50 p99
     W_RPS="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
@@ -288,6 +325,19 @@ median() { # median of the numbers on stdin
     sort -g | awk '{a[NR] = $1} END {
         if (NR == 0) { print "null"; exit }
         if (NR % 2) printf "%.3f\n", a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+# target PROXY -> sets url and hdr (the JWT for the plugin scenario) from the ports in main's scope
+target() {
+    hdr=""
+    case "$1" in
+        nginx) url="http://127.0.0.1:$a_port/" ;;
+        gwctl) url="http://127.0.0.1:$b_port/" ;;
+        gwplug)
+            url="http://127.0.0.1:$c_port/"
+            hdr="Authorization: Bearer $BENCH_TOKEN"
+            ;;
+    esac
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -317,7 +367,8 @@ main() {
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' - direct 1 "$W_RPS" "$W_P50" "$W_P99" "$W_NON2XX" "$W_ERRS" >>"$rows"
     fi
 
-    local w proxies a_pid a_port b_pid="" b_port="" round p url
+    local w proxies a_pid a_port b_pid="" b_port="" c_pid="" c_port="" round p url hdr
+    [[ "$PLUGINS" != 1 ]] || BENCH_TOKEN="$(bench_token "$BENCH_JWT_KEY" "$BENCH_JWT_SECRET")"
     for w in $WORKERS_LIST; do
         start_nginx "nginx-$w" "$w" "$CPUS_PROXY" "$up_port"
         a_pid="$STARTED_PID"
@@ -330,20 +381,26 @@ main() {
             proxies="nginx gwctl"
             printf '%s\tidle\t%s\n' "$w" "$(rss_kb "$b_pid")" >>"$rss"
             start_rss_sampler "$b_pid" "$WORK/rss-max-$w"
+            if [[ "$PLUGINS" == 1 ]]; then
+                start_gwctl "$w" "$up_port" plugins
+                c_pid="$STARTED_PID"
+                c_port="$STARTED_PORT"
+                proxies="nginx gwctl gwplug"
+            fi
         fi
         printf '%s\tnginx_idle\t%s\n' "$w" "$(tree_rss_kb "$a_pid")" >>"$rss"
         log "workers=$w: nginx proxy on :$a_port${b_port:+, gwctl on :$b_port}"
 
         if [[ "$(seconds "$WARMUP")" -gt 0 ]]; then
             for p in $proxies; do
-                if [[ $p == nginx ]]; then url="http://127.0.0.1:$a_port/"; else url="http://127.0.0.1:$b_port/"; fi
-                run_wrk "$url" "$WARMUP"
+                target "$p"
+                run_wrk "$url" "$WARMUP" "$hdr"
             done
         fi
         for round in $(seq 1 "$ROUNDS"); do
             for p in $proxies; do
-                if [[ $p == nginx ]]; then url="http://127.0.0.1:$a_port/"; else url="http://127.0.0.1:$b_port/"; fi
-                run_wrk "$url" "$DURATION"
+                target "$p"
+                run_wrk "$url" "$DURATION" "$hdr"
                 log "workers=$w round=$round $p: $W_RPS req/s, p50 $W_P50 ms, p99 $W_P99 ms, non-2xx $W_NON2XX, socket errors $W_ERRS"
                 printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$p" "$round" "$W_RPS" "$W_P50" "$W_P99" "$W_NON2XX" "$W_ERRS" >>"$rows"
             done
@@ -353,11 +410,15 @@ main() {
             printf '%s\tload_max\t%s\n' "$w" "$(cat "$WORK/rss-max-$w" 2>/dev/null || echo 0)" >>"$rss"
             printf '%s\thwm\t%s\n' "$w" "$(awk '/^VmHWM:/ {print $2}' "/proc/$b_pid/status")" >>"$rss"
             kill "$b_pid" 2>/dev/null || true
+            [[ -z "$c_pid" ]] || kill "$c_pid" 2>/dev/null || true
         fi
         kill "$a_pid" 2>/dev/null || true
         wait "$a_pid" 2>/dev/null || true
         [[ "$ONLY_NGINX" == 1 ]] || wait "$b_pid" 2>/dev/null || true
+        [[ -z "$c_pid" ]] || wait "$c_pid" 2>/dev/null || true
         b_port=""
+        c_pid=""
+        c_port=""
     done
 
     report "$rows" "$rss"
@@ -378,8 +439,9 @@ report() {
         sep=","
     fi
     for w in $WORKERS_LIST; do
-        for p in nginx gwctl; do
+        for p in nginx gwctl gwplug; do
             [[ $p == nginx || "$ONLY_NGINX" != 1 ]] || continue
+            [[ $p != gwplug || "$PLUGINS" == 1 ]] || continue
             rps="$(awk -F'\t' -v w="$w" -v p="$p" '$1 == w && $2 == p {print $4}' "$rows" | median)"
             p50="$(awk -F'\t' -v w="$w" -v p="$p" '$1 == w && $2 == p {print $5}' "$rows" | median)"
             p99="$(awk -F'\t' -v w="$w" -v p="$p" '$1 == w && $2 == p {print $6}' "$rows" | median)"
@@ -408,6 +470,18 @@ report() {
         echo "workers=$w: ratio gwctl/nginx req/s = $rr, p99 gwctl/nginx = $pr" \
             "(goals: req/s >= 1.00 $(verdict "$ok_r"), p99 <= nginx $(verdict "$ok_p"))"
         [[ $ok_r == true && $ok_p == true ]] || missed=1
+        if [[ "$PLUGINS" == 1 ]]; then
+            local rc="RPS_gwplug_$w" pc="P99_gwplug_$w" bc="BAD_gwplug_$w" prr pd ok_pr ok_pd
+            prr="$(awk -v a="${!rc}" -v b="${!rn}" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')"
+            pd="$(awk -v a="${!pc}" -v b="${!pg}" 'BEGIN {printf "%.3f", a - b}')"
+            ok_pr="$(awk -v a="${!rc}" -v b="${!rn}" -v g="$GOAL_PLUGINS_RATIO" -v e="${!bc}" 'BEGIN {print (e == 0 && a >= g * b) ? "true" : "false"}')"
+            ok_pd="$(awk -v d="$pd" -v g="$GOAL_PLUGINS_P99_MS" -v e="${!bc}" 'BEGIN {print (e == 0 && d <= g) ? "true" : "false"}')"
+            echo "workers=$w: plugins: ratio gwctl+plugins/nginx req/s = $prr, p99 gwctl+plugins - gwctl = $pd ms" \
+                "(goals: req/s >= $GOAL_PLUGINS_RATIO $(verdict "$ok_pr"), p99 delta <= $GOAL_PLUGINS_P99_MS ms $(verdict "$ok_pd"))"
+            [[ $ok_pr == true && $ok_pd == true ]] || missed=1
+            json_ratios+=",{\"workers\":$w,\"plugins_rps\":$prr,\"plugins_p99_delta_ms\":$pd}"
+            json_goals+=",{\"workers\":$w,\"plugins_rps_ratio_ok\":$ok_pr,\"plugins_p99_delta_ok\":$ok_pd}"
+        fi
         json_ratios+="$sep{\"workers\":$w,\"rps\":$rr,\"p99\":$pr}"
         json_goals+="$sep{\"workers\":$w,\"rps_ratio_ok\":$ok_r,\"p99_ok\":$ok_p}"
         sep=","
