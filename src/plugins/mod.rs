@@ -21,6 +21,9 @@ pub mod chain;
 mod ctx;
 
 pub mod correlation_id;
+pub mod cors;
+pub mod ip_restriction;
+pub mod request_size_limiting;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -125,6 +128,9 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut r = Self::empty();
         r.add(Arc::new(correlation_id::Kind));
+        r.add(Arc::new(cors::Kind));
+        r.add(Arc::new(ip_restriction::Kind));
+        r.add(Arc::new(request_size_limiting::Kind));
         r
     }
 
