@@ -33,6 +33,11 @@ services:
               deny: ["10.9.9.9"]
               status: 401
               message: "go away"
+      - name: odd-status
+        paths: ["/odd-status"]
+        plugins:
+          - name: ip-restriction
+            config: {{deny: ["0.0.0.0/0"], status: 200}}
       - name: peer
         paths: ["/peer"]
         plugins:
@@ -103,6 +108,11 @@ async fn allow_and_deny_lists() {
     assert_eq!(status, 401);
     assert_eq!(message(&body), "go away");
 
+    // kong.response.error only takes 4xx/5xx: another status fails the request with a 500.
+    let (status, body) = from(&gw, "/odd-status", Some("10.0.0.1")).await;
+    assert_eq!(status, 500);
+    assert_eq!(message(&body), "An unexpected error occurred");
+
     // Without X-Real-IP the trusted peer itself (127.0.0.1) is the client.
     let (status, body) = from(&gw, "/peer", None).await;
     assert_eq!(status, 403);
@@ -137,6 +147,31 @@ async fn untrusted_peers_cannot_spoof_x_real_ip() {
     let (status, _) = from(&gw, "/allow", Some("10.0.0.1")).await;
     assert_eq!(status, 403);
     assert_eq!(echo.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declarative_file_with_a_bad_entry_is_refused() {
+    let echo = Echo::start("e").await;
+    let yaml = format!(
+        r#"_format_version: "3.0"
+services:
+  - name: s
+    url: {}
+    plugins:
+      - name: ip-restriction
+        config: {{allow: ["10.0.0.0/8", "300.1.1.1"]}}
+"#,
+        echo.url()
+    );
+    let err = Gateway::try_start_with(&yaml, |_| {})
+        .await
+        .err()
+        .expect("refused");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("invalid ip or cidr range: '300.1.1.1'"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
