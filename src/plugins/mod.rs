@@ -21,6 +21,9 @@ pub mod chain;
 mod ctx;
 
 pub mod correlation_id;
+pub mod cors;
+pub mod ip_restriction;
+pub mod request_size_limiting;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,7 +33,7 @@ use http::Response;
 use http::response::Parts;
 
 use crate::model::Plugin;
-use crate::model::schema::{Field, PluginSchemas};
+use crate::model::schema::{EntityCheck, Field, PluginSchemas};
 use crate::proxy::body::ProxyBody;
 use crate::store::Tables;
 
@@ -66,6 +69,11 @@ pub trait PluginKind: Send + Sync + 'static {
     /// Whether instances may be scoped to a consumer (Kong: not for auth plugins, cors, ...).
     fn allows_consumer(&self) -> bool {
         true
+    }
+    /// Checks over the whole plugin entity (Kong's plugin-schema `entity_checks`), naming config
+    /// fields as `config.<field>`; their messages go to the entity's `@entity`.
+    fn entity_checks(&self) -> Vec<EntityCheck> {
+        Vec::new()
     }
     /// Build a handler from a validated plugin entity (its `config` has the defaults filled).
     fn build(&self, plugin: &Plugin, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Handler>, String>;
@@ -120,6 +128,9 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut r = Self::empty();
         r.add(Arc::new(correlation_id::Kind));
+        r.add(Arc::new(cors::Kind));
+        r.add(Arc::new(ip_restriction::Kind));
+        r.add(Arc::new(request_size_limiting::Kind));
         r
     }
 
@@ -146,6 +157,11 @@ impl PluginSchemas for Registry {
     }
     fn allows_consumer(&self, name: &str) -> bool {
         self.kinds.get(name).is_none_or(|k| k.allows_consumer())
+    }
+    fn entity_checks(&self, name: &str) -> Vec<EntityCheck> {
+        self.kinds
+            .get(name)
+            .map_or_else(Vec::new, |k| k.entity_checks())
     }
 }
 

@@ -2,3 +2,6 @@
 //! header filters) and each plugin's happy and error paths (kong-compat §4).
 
 mod correlation_id;
+mod cors;
+mod ip_restriction;
+mod request_size_limiting;

@@ -486,7 +486,12 @@ impl Schema {
             }
         }
         for check in &self.checks {
-            if check.fields().iter().any(|f| errs.fields.contains_key(*f)) {
+            // A dotted name (`config.allow`, in a plugin's entity checks) failed when its
+            // top-level field did.
+            if check.fields().iter().any(|f| {
+                let top = f.split('.').next().unwrap_or(f);
+                errs.fields.contains_key(top)
+            }) {
                 continue;
             }
             run_check(check, &out, &mut errs);
@@ -501,7 +506,7 @@ impl Schema {
 }
 
 fn run_check(check: &EntityCheck, rec: &Map<String, Value>, errs: &mut FieldErrors) {
-    let get = |f: &str| rec.get(f).cloned().unwrap_or(Value::Null);
+    let get = |f: &str| lookup(rec, f).cloned().unwrap_or(Value::Null);
     match check {
         EntityCheck::AtLeastOneOf(fields) => {
             let any = fields.iter().any(|f| is_nonempty(&get(f)));
@@ -539,6 +544,17 @@ fn run_check(check: &EntityCheck, rec: &Map<String, Value>, errs: &mut FieldErro
             }
         }
     }
+}
+
+/// The value at `path` in `rec`: a field name, or a dotted path into nested records
+/// (`config.allow`, as Kong's plugin entity checks name config fields).
+fn lookup<'a>(rec: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    let mut parts = path.split('.');
+    let mut cur = rec.get(parts.next()?)?;
+    for part in parts {
+        cur = cur.as_object()?.get(part)?;
+    }
+    Some(cur)
 }
 
 /// Kong's notion of "non-empty": not null, not "", not an empty array/object.
