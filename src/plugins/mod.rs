@@ -21,6 +21,9 @@ pub mod chain;
 mod ctx;
 
 pub mod correlation_id;
+pub mod request_transformer;
+pub mod response_transformer;
+pub mod transform_common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -120,6 +123,8 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut r = Self::empty();
         r.add(Arc::new(correlation_id::Kind));
+        r.add(Arc::new(request_transformer::Kind));
+        r.add(Arc::new(response_transformer::Kind));
         r
     }
 
