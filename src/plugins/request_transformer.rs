@@ -105,7 +105,7 @@ fn check_template(v: &Value) -> Result<(), String> {
 }
 
 fn pairs_record(with_uri: bool) -> Field {
-    let t = Some(check_entry_template as fn(&Value) -> Result<(), String>);
+    let t = Some(check_entry_template as super::transform_common::EntryCheck);
     let mut fields = vec![
         ("body", pairs(t)),
         ("headers", header_pairs(t)),
@@ -299,7 +299,10 @@ impl Template {
             match p {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Expr(Expr(terms)) => {
-                    let v = env.and_then(|env| terms.iter().find_map(|t| env.lookup(t)));
+                    let v = terms.iter().find_map(|t| match t {
+                        Source::Literal(l) => Some(l.clone()),
+                        _ => env.and_then(|env| env.lookup(t)),
+                    });
                     out.push_str(v.as_deref().unwrap_or(""));
                 }
             }

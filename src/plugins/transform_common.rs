@@ -70,8 +70,11 @@ pub fn header_names() -> Field {
     array_of(Field::string().validator(check_header))
 }
 
+/// A further check of an entry (request-transformer's templates).
+pub type EntryCheck = fn(&Value) -> Result<(), String>;
+
 /// `name:value` entries; `extra` validates further (templates).
-pub fn pairs(extra: Option<fn(&Value) -> Result<(), String>>) -> Field {
+pub fn pairs(extra: Option<EntryCheck>) -> Field {
     let mut f = Field::string().validator(check_colon);
     if let Some(x) = extra {
         f = f.validator(x);
@@ -80,7 +83,7 @@ pub fn pairs(extra: Option<fn(&Value) -> Result<(), String>>) -> Field {
 }
 
 /// `header:value` entries (the name must be a valid header name).
-pub fn header_pairs(extra: Option<fn(&Value) -> Result<(), String>>) -> Field {
+pub fn header_pairs(extra: Option<EntryCheck>) -> Field {
     let mut f = Field::string()
         .validator(check_colon)
         .validator(check_header);
