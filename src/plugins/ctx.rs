@@ -104,6 +104,12 @@ pub struct Ctx {
     /// Replaces the upstream path computed from the route and service (request-transformer's
     /// `replace.uri`).
     pub upstream_path: Option<String>,
+    /// Replaces the `Host` header (and TLS SNI) sent upstream, whatever `preserve_host` says
+    /// (Kong's `ngx.var.upstream_host`, set by `kong.service.request.set_header("Host", ..)`).
+    pub upstream_host: Option<http::HeaderValue>,
+    /// Bytes of a streamed body already read by a [`Ctx::read_body`] that gave up (the body is
+    /// larger than its limit): they go upstream before the rest of `body`.
+    pub(crate) body_head: Option<Bytes>,
     /// Set by the auth plugin that accepted the request.
     pub auth: Option<Authenticated>,
     /// Who made the response (set before the header filters run).
@@ -119,19 +125,30 @@ impl Ctx {
     }
 
     /// Read the whole body into memory (at most `limit` bytes) and keep it for the upstream.
-    /// Reading twice returns the same bytes.
+    /// Reading twice returns the same bytes. A body larger than `limit` is not lost: what was
+    /// read is kept and still goes upstream, followed by the rest of the stream.
     pub async fn read_body(&mut self, limit: usize) -> Result<&Bytes, BodyError> {
         if let RequestBody::Stream(_) = &self.body {
             let RequestBody::Stream(mut incoming) = std::mem::take(&mut self.body) else {
                 return Err(BodyError::TooLarge(limit));
             };
             let mut buf = bytes::BytesMut::new();
+            if let Some(head) = self.body_head.take() {
+                buf.extend_from_slice(&head);
+            }
+            if buf.len() > limit {
+                self.body_head = Some(buf.freeze());
+                self.body = RequestBody::Stream(incoming);
+                return Err(BodyError::TooLarge(limit));
+            }
             while let Some(frame) = incoming.frame().await {
                 if let Ok(data) = frame?.into_data() {
-                    if buf.len() + data.len() > limit {
+                    buf.extend_from_slice(&data);
+                    if buf.len() > limit {
+                        self.body_head = Some(buf.freeze());
+                        self.body = RequestBody::Stream(incoming);
                         return Err(BodyError::TooLarge(limit));
                     }
-                    buf.extend_from_slice(&data);
                 }
             }
             self.body = RequestBody::Full(buf.freeze());
@@ -147,6 +164,7 @@ impl Ctx {
 
     /// Replace the body sent upstream (Content-Length is set to match; chunked framing dropped).
     pub fn set_body(&mut self, body: Bytes) {
+        self.body_head = None;
         self.headers.remove(http::header::TRANSFER_ENCODING);
         self.headers
             .insert(http::header::CONTENT_LENGTH, body.len().into());

@@ -24,6 +24,9 @@ pub mod correlation_id;
 pub mod cors;
 pub mod ip_restriction;
 pub mod request_size_limiting;
+pub mod request_transformer;
+pub mod response_transformer;
+pub mod transform_common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -131,6 +134,8 @@ impl Registry {
         r.add(Arc::new(cors::Kind));
         r.add(Arc::new(ip_restriction::Kind));
         r.add(Arc::new(request_size_limiting::Kind));
+        r.add(Arc::new(request_transformer::Kind));
+        r.add(Arc::new(response_transformer::Kind));
         r
     }
 

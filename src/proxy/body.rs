@@ -30,6 +30,8 @@ pub enum UpstreamReqBody {
     Full(Option<Bytes>),
     /// The client's streamed body; `done` fires when its last frame was handed to the upstream.
     Stream {
+        /// Bytes of the client's body a plugin already read (sent first).
+        head: Option<Bytes>,
         /// Client body.
         inner: Incoming,
         /// Fired at the end of the body (or when the body is dropped).
@@ -48,7 +50,10 @@ impl Body for UpstreamReqBody {
         match self.get_mut() {
             Self::Empty => Poll::Ready(None),
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Self::Stream { inner, done } => {
+            Self::Stream { head, inner, done } => {
+                if let Some(b) = head.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 let finished = match &polled {
                     Poll::Ready(None) | Poll::Ready(Some(Err(_))) => true,
@@ -67,7 +72,7 @@ impl Body for UpstreamReqBody {
         match self {
             Self::Empty => true,
             Self::Full(b) => b.is_none(),
-            Self::Stream { inner, .. } => inner.is_end_stream(),
+            Self::Stream { head, inner, .. } => head.is_none() && inner.is_end_stream(),
         }
     }
 
@@ -75,7 +80,16 @@ impl Body for UpstreamReqBody {
         match self {
             Self::Empty => SizeHint::with_exact(0),
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Self::Stream { inner, .. } => inner.size_hint(),
+            Self::Stream { head, inner, .. } => {
+                let inner = inner.size_hint();
+                let n = head.as_ref().map_or(0, |b| b.len() as u64);
+                let mut hint = SizeHint::new();
+                if let Some(u) = inner.upper() {
+                    hint.set_upper(u.saturating_add(n));
+                }
+                hint.set_lower(inner.lower().saturating_add(n));
+                hint
+            }
         }
     }
 }

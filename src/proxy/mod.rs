@@ -107,6 +107,10 @@ struct Upstreaming<'a> {
     start: Instant,
     /// A plugin's replacement for the upstream path.
     upstream_path: Option<String>,
+    /// A plugin's replacement for the upstream Host header (and SNI).
+    upstream_host: Option<HeaderValue>,
+    /// Body bytes a plugin already read from the client's stream (sent before the rest).
+    body_head: Option<bytes::Bytes>,
 }
 
 /// A failed upstream attempt.
@@ -250,6 +254,8 @@ impl Proxy {
             request_id,
             start,
             upstream_path: None,
+            upstream_host: None,
+            body_head: None,
         };
         let Some(chain) = snapshot.plugins.chain(req.route.id).cloned() else {
             return self.upstream(parts, body, &req).await.map(|(resp, _)| resp);
@@ -271,6 +277,8 @@ impl Proxy {
             captures: req.captures.clone(),
             body,
             upstream_path: None,
+            upstream_host: None,
+            body_head: None,
             auth: None,
             source: Source::Pending,
             data: http::Extensions::new(),
@@ -297,6 +305,8 @@ impl Proxy {
             parts.uri = pq.parse().map_err(|_| GatewayError::BAD_REQUEST)?;
         }
         req.upstream_path = ctx.upstream_path.clone();
+        req.upstream_host = ctx.upstream_host.clone();
+        req.body_head = ctx.body_head.take();
         let body = std::mem::take(&mut ctx.body);
         match self.upstream(parts, body, &req).await {
             Ok((resp, upstream_latency)) => {
@@ -384,6 +394,7 @@ impl Proxy {
                 let (tx, rx) = oneshot::channel();
                 (
                     UpstreamReqBody::Stream {
+                        head: r.body_head.clone(),
                         inner,
                         done: Some(tx),
                     },
@@ -412,6 +423,7 @@ impl Proxy {
                 body_done,
                 &hash,
                 original_host,
+                r.upstream_host.clone(),
                 upgrade,
             )
             .await?;
@@ -515,6 +527,7 @@ impl Proxy {
         mut body_done: Option<oneshot::Receiver<()>>,
         hash: &RequestHash<'_>,
         original_host: Option<HeaderValue>,
+        host_override: Option<HeaderValue>,
         upgrade: bool,
     ) -> Result<
         (
@@ -553,7 +566,9 @@ impl Proxy {
             tried.push(addr);
             // Host header: the client's (preserve_host), the upstream's host_header, or the
             // target's name with a non-default port.
-            let host_value = if route.preserve_host {
+            let host_value = if host_override.is_some() {
+                host_override.clone()
+            } else if route.preserve_host {
                 original_host.clone()
             } else {
                 let upstream_host = service
@@ -570,7 +585,9 @@ impl Proxy {
             };
 
             let started = Instant::now();
-            let sni = if route.preserve_host {
+            let sni = if let Some(h) = host_override.as_ref().and_then(|h| h.to_str().ok()) {
+                strip_port(h).to_owned()
+            } else if route.preserve_host {
                 original_host
                     .as_ref()
                     .and_then(|h| h.to_str().ok())

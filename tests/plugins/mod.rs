@@ -5,3 +5,5 @@ mod correlation_id;
 mod cors;
 mod ip_restriction;
 mod request_size_limiting;
+mod request_transformer;
+mod response_transformer;

@@ -83,6 +83,9 @@ pub struct Echoed {
     pub headers: std::collections::BTreeMap<String, Vec<String>>,
     pub body_len: u64,
     pub version: String,
+    /// The request body as text, when the request asked for it with `x-echo-body`.
+    #[serde(default)]
+    pub body: Option<String>,
 }
 
 impl Echoed {
