@@ -20,7 +20,9 @@ pub mod body;
 pub mod chain;
 mod ctx;
 
+pub mod circuit_breaker;
 pub mod correlation_id;
+pub mod response_compression;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -120,6 +122,8 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut r = Self::empty();
         r.add(Arc::new(correlation_id::Kind));
+        r.add(Arc::new(response_compression::Kind));
+        r.add(Arc::new(circuit_breaker::Kind::default()));
         r
     }
 
