@@ -33,15 +33,25 @@ fn row(view: &BreakerView, tables: &Tables) -> Value {
     })
 }
 
+/// Whether any circuit-breaker plugin is configured: without one, states left from earlier
+/// configurations are not shown (nothing drives them).
+fn configured(tables: &Tables) -> bool {
+    tables.plugin_names().iter().any(|n| n == "circuit-breaker")
+}
+
 /// `GET /circuit-breakers`: every service whose breaker has seen traffic.
 pub(crate) fn list(state: &AdminState) -> Response {
     let tables = state.store.tables();
-    let data: Vec<Value> = state
-        .breakers
-        .list()
-        .iter()
-        .map(|v| row(v, &tables))
-        .collect();
+    let data: Vec<Value> = if configured(&tables) {
+        state
+            .breakers
+            .list()
+            .iter()
+            .map(|v| row(v, &tables))
+            .collect()
+    } else {
+        Vec::new()
+    };
     ok(json!({ "data": data, "next": null }))
 }
 
@@ -53,7 +63,10 @@ pub(crate) fn service(state: &AdminState, key: &str) -> Result<Response, AdminEr
     let Entity::Service(s) = &*svc else {
         return Err(AdminError::NotFound);
     };
-    let view = state.breakers.get(s.id).unwrap_or_else(|| BreakerView {
+    let seen = configured(&tables)
+        .then(|| state.breakers.get(s.id))
+        .flatten();
+    let view = seen.unwrap_or_else(|| BreakerView {
         service_id: s.id,
         service_name: s.name.clone(),
         state: State::Closed,

@@ -619,6 +619,48 @@ mod tests {
     }
 
     #[test]
+    fn what_counts_as_a_failure() {
+        use crate::proxy::respond::GatewayError;
+        let cb = CircuitBreaker {
+            states: BreakerStates::new(),
+            settings: settings(),
+        };
+        let info = |status: u16, source: Source, err: Option<GatewayError>| LogInfo {
+            status,
+            source,
+            upstream_error: err,
+            response_bytes: 0,
+            completed: true,
+            upstream_latency: None,
+            total_latency: Duration::ZERO,
+        };
+        let gw = Source::Gateway;
+        let up = Source::Upstream;
+        for e in [
+            GatewayError::BAD_GATEWAY,
+            GatewayError::TIMEOUT,
+            GatewayError::UNAVAILABLE,
+            GatewayError::NO_PEER,
+            GatewayError::NAME_RESOLUTION,
+        ] {
+            let status = e.status.as_u16();
+            assert_eq!(cb.outcome(&info(status, gw, Some(e))), Outcome::Failure);
+        }
+        // The client's bad body is nobody's upstream failure.
+        let bad = Some(GatewayError::BAD_REQUEST);
+        assert_eq!(cb.outcome(&info(400, gw, bad)), Outcome::None);
+        // Other plugins' answers (401, 429, a 503 of their own) never reached the upstream.
+        for status in [401, 429, 503] {
+            assert_eq!(cb.outcome(&info(status, gw, None)), Outcome::None);
+        }
+        // Upstream answers: failure_statuses (here [500]) fail, everything else succeeds.
+        assert_eq!(cb.outcome(&info(500, up, None)), Outcome::Failure);
+        for status in [200, 404, 502, 503] {
+            assert_eq!(cb.outcome(&info(status, up, None)), Outcome::Success);
+        }
+    }
+
+    #[test]
     fn a_failed_probe_reopens() {
         let s = settings();
         let b = Breaker::new(None);

@@ -334,6 +334,22 @@ async fn state_survives_a_reload() {
         },
         "breaker of a deleted service still listed: {rows}"
     );
+
+    // With no circuit-breaker plugin left, no state is shown (nothing drives it).
+    assert_eq!(call(&api, "/flaky", &[]).await.status, 200);
+    wait_breaker(&api, "flaky", "seen", |b| {
+        b["changed_at"].as_u64() > Some(0)
+    })
+    .await;
+    for p in api.list_all("/plugins").await {
+        assert_eq!(p["name"], "circuit-breaker");
+        api.delete(&format!("/plugins/{}", p["id"].as_str().unwrap()))
+            .await
+            .expect(204);
+    }
+    let rows = api.get("/circuit-breakers").await.expect(200);
+    assert_eq!(rows["data"], json!([]), "{rows}");
+    assert_eq!(breaker(&api, "flaky").await["changed_at"], 0);
     gw.stop().await;
 }
 
