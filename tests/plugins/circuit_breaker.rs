@@ -20,7 +20,7 @@ services:
         paths: ["/flaky"]
     plugins:
       - name: circuit-breaker
-        config: {{failure_threshold: 3, success_threshold: 2, cool_down: 2, half_open_probes: 1}}
+        config: {{failure_threshold: 3, success_threshold: 2, cool_down: 3, half_open_probes: 1}}
   - name: down
     url: http://{down}
     retries: 0
@@ -156,12 +156,12 @@ async fn opens_rejects_probes_and_closes() {
     let b = breaker(&api, "flaky").await;
     assert_eq!(b["times_opened"], 1);
     assert!(b["opened_at"].as_u64().unwrap() > 1_600_000_000, "{b}");
-    assert!(b["cool_down_remaining"].as_f64().unwrap() <= 2.0, "{b}");
+    assert!(b["cool_down_remaining"].as_f64().unwrap() <= 3.0, "{b}");
 
     // Open: 503 at once with Retry-After, the upstream is not contacted.
     let hits = echo.hits();
     for _ in 0..5 {
-        assert_open_answer(&call(&api, "/flaky", &[]).await, 2);
+        assert_open_answer(&call(&api, "/flaky", &[]).await, 3);
     }
     assert_eq!(echo.hits(), hits, "open breaker sends nothing upstream");
     // The error body follows Accept like Kong's errors.
@@ -234,7 +234,7 @@ async fn opens_rejects_probes_and_closes() {
         b["state"] == "open" && b["times_opened"] == 3
     })
     .await;
-    assert_open_answer(&call(&api, "/flaky", &[]).await, 2);
+    assert_open_answer(&call(&api, "/flaky", &[]).await, 3);
     assert_eq!(echo.hits(), before + 1);
 
     gw.stop().await;
