@@ -126,7 +126,14 @@ pub async fn run_until(
 ) -> anyhow::Result<()> {
     let trusted = parse_trusted(&options.trusted_ips)?;
     let node_id = uuid::Uuid::new_v4();
-    let registry = Arc::new(crate::plugins::Registry::builtin());
+    // The circuit-breaker states are shared by the plugin (which drives them) and the Admin API
+    // (which shows them): replace the built-in kind with one over a handle kept here.
+    let breakers = crate::plugins::circuit_breaker::BreakerStates::new();
+    let mut registry = crate::plugins::Registry::builtin();
+    registry.add(Arc::new(crate::plugins::circuit_breaker::Kind::new(
+        Arc::clone(&breakers),
+    )));
+    let registry = Arc::new(registry);
     let plugins: Arc<dyn PluginSchemas> = Arc::clone(&registry) as Arc<dyn PluginSchemas>;
     let config: Arc<dyn Store> = match &options.database_url {
         Some(url) => {
@@ -280,6 +287,7 @@ pub async fn run_until(
             status: status_state.clone(),
             plugins: Arc::clone(&plugins),
             token: options.admin_token.as_deref().map(Arc::from),
+            breakers: Arc::clone(&breakers),
         });
         tasks.spawn(serve_axum(l, app, shutdown.clone()));
     }

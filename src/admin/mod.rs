@@ -10,6 +10,7 @@
 //! by name, and go to the store as one write each.
 
 mod body;
+mod breakers;
 mod entities;
 mod error;
 mod info;
@@ -51,6 +52,8 @@ pub struct AdminState {
     pub plugins: Arc<dyn PluginSchemas>,
     /// Required token, if any.
     pub token: Option<Arc<str>>,
+    /// The circuit-breaker plugin's per-service states (read-only views).
+    pub breakers: Arc<crate::plugins::circuit_breaker::BreakerStates>,
 }
 
 /// The admin listener's router.
@@ -264,6 +267,10 @@ async fn dispatch(state: &AdminState, req: &Req) -> Result<Response, AdminError>
             allow(m, &[M::GET])?;
             paging::tags(state, req, Some(tag))
         }
+        ["circuit-breakers"] => {
+            allow(m, &[M::GET])?;
+            Ok(breakers::list(state))
+        }
         ["plugins", "enabled"] => {
             allow(m, &[M::GET])?;
             Ok(ok(
@@ -300,6 +307,10 @@ async fn dispatch(state: &AdminState, req: &Req) -> Result<Response, AdminError>
             let kind = collection(coll).ok_or(AdminError::NotFound)?;
             let scope = entities::Scope::top(kind);
             entities::entity(state, req, &scope, key).await
+        }
+        ["services", s, "circuit-breaker"] => {
+            allow(m, &[M::GET])?;
+            breakers::service(state, s)
         }
         ["upstreams", u, "health"] => {
             allow(m, &[M::GET])?;

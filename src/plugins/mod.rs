@@ -20,6 +20,7 @@ pub mod body;
 pub mod chain;
 mod ctx;
 
+pub mod circuit_breaker;
 pub mod correlation_id;
 pub mod cors;
 pub mod ip_restriction;
@@ -27,6 +28,7 @@ pub mod request_size_limiting;
 pub mod request_transformer;
 pub mod response_transformer;
 pub mod transform_common;
+pub mod response_compression;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -136,6 +138,8 @@ impl Registry {
         r.add(Arc::new(request_size_limiting::Kind));
         r.add(Arc::new(request_transformer::Kind));
         r.add(Arc::new(response_transformer::Kind));
+        r.add(Arc::new(response_compression::Kind));
+        r.add(Arc::new(circuit_breaker::Kind::default()));
         r
     }
 

@@ -1,9 +1,11 @@
 //! Plugins through real sockets: the framework (scoping, ordering, short-circuits through the
 //! header filters) and each plugin's happy and error paths (kong-compat §4).
 
+mod circuit_breaker;
 mod correlation_id;
 mod cors;
 mod ip_restriction;
 mod request_size_limiting;
 mod request_transformer;
 mod response_transformer;
+mod response_compression;
