@@ -417,6 +417,9 @@ async fn patch(
     let Value::Object(mut base) = existing.to_json() else {
         return Err(AdminError::NotFound);
     };
+    if scope.kind == EntityKind::Plugins {
+        prepare_config_patch(state, &mut base, &mut input);
+    }
     merge(Some(scope.kind.schema()), &mut base, input);
     base.remove("updated_at");
     if let Some(p) = scope.parent {
@@ -424,6 +427,31 @@ async fn patch(
     }
     let e = save(state, scope.kind, base, body.coerce(), false).await?;
     Ok(ok(e.to_json()))
+}
+
+/// A plugin's config shorthands (Kong's deprecated flat fields): expanded in the patch and
+/// their echoes dropped from the stored config before merging (see `Schema::prepare_patch`).
+fn prepare_config_patch(
+    state: &AdminState,
+    base: &mut Map<String, Value>,
+    patch: &mut Map<String, Value>,
+) {
+    let name = patch
+        .get("name")
+        .or_else(|| base.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let Some(field) = name.and_then(|n| state.plugins.config(&n)) else {
+        return;
+    };
+    let FieldType::Record(schema) = &field.ty else {
+        return;
+    };
+    if let (Some(Value::Object(stored)), Some(Value::Object(p))) =
+        (base.get_mut("config"), patch.get_mut("config"))
+    {
+        schema.prepare_patch(stored, p);
+    }
 }
 
 /// `/<child>/{key}/<fk>`: the entity a child references (`/routes/{r}/service`).

@@ -21,6 +21,7 @@ pub mod chain;
 mod ctx;
 
 pub mod correlation_id;
+pub mod rate_limiting;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -120,6 +121,7 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut r = Self::empty();
         r.add(Arc::new(correlation_id::Kind));
+        r.add(Arc::new(rate_limiting::Kind::default()));
         r
     }
 
