@@ -429,8 +429,9 @@ async fn patch(
     Ok(ok(e.to_json()))
 }
 
-/// A plugin's config shorthands (Kong's deprecated flat fields): expanded in the patch and
-/// their echoes dropped from the stored config before merging (see `Schema::prepare_patch`).
+/// A PATCH of a plugin's `config`: merged into the stored config with the plugin's schema, its
+/// shorthands (Kong's deprecated flat fields) expanded first and their stored echoes dropped
+/// (see `Schema::prepare_patch`).
 fn prepare_config_patch(
     state: &AdminState,
     base: &mut Map<String, Value>,
@@ -451,6 +452,12 @@ fn prepare_config_patch(
         (base.get_mut("config"), patch.get_mut("config"))
     {
         schema.prepare_patch(stored, p);
+        // Kong merges a patched config into the stored one (records field by field, maps and
+        // arrays replaced); the plugin schema's `config` is untyped, so merge it here with the
+        // plugin's own schema and let the entity merge take the result as a whole.
+        let mut merged = stored.clone();
+        merge(Some(schema), &mut merged, std::mem::take(p));
+        *p = merged;
     }
 }
 
