@@ -417,6 +417,9 @@ async fn patch(
     let Value::Object(mut base) = existing.to_json() else {
         return Err(AdminError::NotFound);
     };
+    if scope.kind == EntityKind::Plugins {
+        prepare_config_patch(state, &mut base, &mut input);
+    }
     merge(Some(scope.kind.schema()), &mut base, input);
     base.remove("updated_at");
     if let Some(p) = scope.parent {
@@ -424,6 +427,38 @@ async fn patch(
     }
     let e = save(state, scope.kind, base, body.coerce(), false).await?;
     Ok(ok(e.to_json()))
+}
+
+/// A PATCH of a plugin's `config`: merged into the stored config with the plugin's schema, its
+/// shorthands (Kong's deprecated flat fields) expanded first and their stored echoes dropped
+/// (see `Schema::prepare_patch`).
+fn prepare_config_patch(
+    state: &AdminState,
+    base: &mut Map<String, Value>,
+    patch: &mut Map<String, Value>,
+) {
+    let name = patch
+        .get("name")
+        .or_else(|| base.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let Some(field) = name.and_then(|n| state.plugins.config(&n)) else {
+        return;
+    };
+    let FieldType::Record(schema) = &field.ty else {
+        return;
+    };
+    if let (Some(Value::Object(stored)), Some(Value::Object(p))) =
+        (base.get_mut("config"), patch.get_mut("config"))
+    {
+        schema.prepare_patch(stored, p);
+        // Kong merges a patched config into the stored one (records field by field, maps and
+        // arrays replaced); the plugin schema's `config` is untyped, so merge it here with the
+        // plugin's own schema and let the entity merge take the result as a whole.
+        let mut merged = stored.clone();
+        merge(Some(schema), &mut merged, std::mem::take(p));
+        *p = merged;
+    }
 }
 
 /// `/<child>/{key}/<fk>`: the entity a child references (`/routes/{r}/service`).

@@ -29,6 +29,7 @@ pub mod request_transformer;
 pub mod response_transformer;
 pub mod transform_common;
 pub mod response_compression;
+pub mod rate_limiting;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -140,6 +141,7 @@ impl Registry {
         r.add(Arc::new(response_transformer::Kind));
         r.add(Arc::new(response_compression::Kind));
         r.add(Arc::new(circuit_breaker::Kind::default()));
+        r.add(Arc::new(rate_limiting::Kind::default()));
         r
     }
 

@@ -9,3 +9,4 @@ mod request_size_limiting;
 mod request_transformer;
 mod response_transformer;
 mod response_compression;
+mod rate_limiting;

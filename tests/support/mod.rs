@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod pg;
 pub mod pg_backend;
 pub mod raw;
+pub mod redis;
 pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};

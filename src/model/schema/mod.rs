@@ -397,6 +397,12 @@ pub struct Schema {
     pub pre: Option<PreHook>,
     /// Normalizes the record once it validated cleanly.
     pub post: Option<PostHook>,
+    /// Kong's deprecated shorthand fields with `translate_backwards`: `(name, path)`. The name
+    /// must also be declared in `fields` (it is type-checked there). On input a non-null value
+    /// is copied to `path` unless the field at `path` is given (the real field wins, as in Kong
+    /// 3.9); on output the shorthand shows the value at `path`. A PATCH merges into the stored
+    /// record without these echoes (see [`Schema::prepare_patch`]).
+    pub shorthands: Vec<(&'static str, &'static [&'static str])>,
 }
 
 impl fmt::Debug for Schema {
@@ -423,6 +429,31 @@ impl Schema {
     pub fn check(mut self, c: EntityCheck) -> Self {
         self.checks.push(c);
         self
+    }
+
+    /// Declare a deprecated shorthand field (see [`Schema::shorthands`]).
+    pub fn shorthand(mut self, name: &'static str, path: &'static [&'static str]) -> Self {
+        self.shorthands.push((name, path));
+        self
+    }
+
+    /// Prepare a PATCH of a record with shorthands, as Kong does (it expands the patch's
+    /// shorthands before merging it into the stored entity): drop the echoes from the stored
+    /// record, and copy each shorthand the patch sets to its path in the patch (unless the patch
+    /// sets that path itself), so that the merge neither keeps a stale echo nor lets the stored
+    /// real field hide a patched shorthand.
+    pub fn prepare_patch(&self, stored: &mut Map<String, Value>, patch: &mut Map<String, Value>) {
+        let ctx = Ctx::new(0, &NoPlugins);
+        for (name, path) in &self.shorthands {
+            stored.remove(*name);
+            let (Some(v), Some(field)) = (patch.get(*name), self.field(name)) else {
+                continue;
+            };
+            if !v.is_null() && validate_value(field, v.clone(), &ctx).is_ok() {
+                let v = v.clone();
+                set_path_if_null(patch, path, v);
+            }
+        }
     }
 
     /// The field named `name`.
@@ -453,6 +484,19 @@ impl Schema {
     ) -> (Map<String, Value>, FieldErrors) {
         let mut errs = FieldErrors::default();
         let mut input = obj.clone();
+        for (name, path) in &self.shorthands {
+            let Some(v) = input.get(*name).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            let Some(field) = self.field(name) else {
+                continue;
+            };
+            let v = ctx.coerce_value(field, v);
+            // A value of the wrong type is reported under the shorthand's own name only.
+            if validate_value(field, v.clone(), ctx).is_ok() {
+                set_path_if_null(&mut input, path, v);
+            }
+        }
         if let Some(pre) = self.pre {
             pre(&mut input, &mut errs);
         }
@@ -496,10 +540,14 @@ impl Schema {
             }
             run_check(check, &out, &mut errs);
         }
-        if errs.is_empty()
-            && let Some(post) = self.post
-        {
-            post(&mut out);
+        if errs.is_empty() {
+            for (name, path) in &self.shorthands {
+                let echo = get_path(&out, path).cloned().unwrap_or(Value::Null);
+                out.insert((*name).to_owned(), echo);
+            }
+            if let Some(post) = self.post {
+                post(&mut out);
+            }
         }
         (out, errs)
     }
@@ -549,12 +597,45 @@ fn run_check(check: &EntityCheck, rec: &Map<String, Value>, errs: &mut FieldErro
 /// The value at `path` in `rec`: a field name, or a dotted path into nested records
 /// (`config.allow`, as Kong's plugin entity checks name config fields).
 fn lookup<'a>(rec: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    let mut parts = path.split('.');
-    let mut cur = rec.get(parts.next()?)?;
-    for part in parts {
-        cur = cur.as_object()?.get(part)?;
+    let parts: Vec<&str> = path.split('.').collect();
+    get_path(rec, &parts)
+}
+
+/// The value at `path` inside `rec`.
+fn get_path<'v>(rec: &'v Map<String, Value>, path: &[&str]) -> Option<&'v Value> {
+    let (last, parents) = path.split_last()?;
+    let mut cur = rec;
+    for p in parents {
+        cur = cur.get(*p)?.as_object()?;
     }
-    Some(cur)
+    cur.get(*last)
+}
+
+/// Put `v` at `path` inside `rec` unless a non-null value is there; intermediate records are
+/// created when absent or null (a non-record in the way leaves `rec` alone).
+fn set_path_if_null(rec: &mut Map<String, Value>, path: &[&str], v: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = rec;
+    for p in parents {
+        let slot = cur
+            .entry((*p).to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if slot.is_null() {
+            *slot = Value::Object(Map::new());
+        }
+        let Value::Object(next) = slot else {
+            return;
+        };
+        cur = next;
+    }
+    match cur.get(*last) {
+        Some(x) if !x.is_null() => {}
+        _ => {
+            cur.insert((*last).to_owned(), v);
+        }
+    }
 }
 
 /// Kong's notion of "non-empty": not null, not "", not an empty array/object.
