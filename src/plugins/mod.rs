@@ -20,7 +20,9 @@ pub mod body;
 pub mod chain;
 mod ctx;
 
+pub mod acl;
 pub mod correlation_id;
+pub mod key_auth;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use http::Response;
 use http::response::Parts;
 
 use crate::model::Plugin;
-use crate::model::schema::{Field, PluginSchemas};
+use crate::model::schema::{EntityCheck, Field, PluginSchemas};
 use crate::proxy::body::ProxyBody;
 use crate::store::Tables;
 
@@ -66,6 +68,11 @@ pub trait PluginKind: Send + Sync + 'static {
     /// Whether instances may be scoped to a consumer (Kong: not for auth plugins, cors, ...).
     fn allows_consumer(&self) -> bool {
         true
+    }
+    /// Checks over the whole plugin record (Kong's plugin-schema `entity_checks`, whose fields
+    /// are `config.*` paths); normally `EntityCheck::Custom` with `fields: vec!["config"]`.
+    fn entity_checks(&self) -> Vec<EntityCheck> {
+        Vec::new()
     }
     /// Build a handler from a validated plugin entity (its `config` has the defaults filled).
     fn build(&self, plugin: &Plugin, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Handler>, String>;
@@ -119,7 +126,9 @@ impl Registry {
     /// Every plugin built into gwctl.
     pub fn builtin() -> Self {
         let mut r = Self::empty();
+        r.add(Arc::new(acl::Kind));
         r.add(Arc::new(correlation_id::Kind));
+        r.add(Arc::new(key_auth::Kind));
         r
     }
 
@@ -146,6 +155,11 @@ impl PluginSchemas for Registry {
     }
     fn allows_consumer(&self, name: &str) -> bool {
         self.kinds.get(name).is_none_or(|k| k.allows_consumer())
+    }
+    fn entity_checks(&self, name: &str) -> Vec<EntityCheck> {
+        self.kinds
+            .get(name)
+            .map_or_else(Vec::new, |k| k.entity_checks())
     }
 }
 

@@ -1,4 +1,6 @@
 //! Plugins through real sockets: the framework (scoping, ordering, short-circuits through the
 //! header filters) and each plugin's happy and error paths (kong-compat §4).
 
+mod acl;
 mod correlation_id;
+mod key_auth;

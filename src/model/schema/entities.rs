@@ -107,6 +107,12 @@ pub trait PluginSchemas: Send + Sync {
     fn allows_consumer(&self, _name: &str) -> bool {
         true
     }
+    /// Checks of plugin `name` over the whole plugin record (Kong's plugin-schema
+    /// `entity_checks`, e.g. acl's `only_one_of: config.allow, config.deny`): their messages go to
+    /// the plugin's `@entity`, as Kong reports them. Skipped when `config` itself failed.
+    fn entity_checks(&self, _name: &str) -> Vec<EntityCheck> {
+        Vec::new()
+    }
 }
 
 /// A registry with no plugins: every plugin name is "not enabled".
@@ -230,6 +236,7 @@ pub fn validate_plugin(input: &Value, ctx: &Ctx<'_>) -> Result<Plugin, FieldErro
                 if let Some(slot) = schema.fields.iter_mut().find(|(n, _)| *n == "config") {
                     slot.1 = config;
                 }
+                schema.checks.extend(ctx.plugins.entity_checks(name));
                 if !ctx.plugins.allows_consumer(name)
                     && input.get("consumer").is_some_and(|c| !c.is_null())
                 {
