@@ -279,8 +279,9 @@ fn merge(schema: Option<&Schema>, base: &mut Map<String, Value>, patch: Map<Stri
         let field = schema.and_then(|s| s.field(&k));
         let record = match field.map(|f| &f.ty) {
             Some(FieldType::Record(s)) => Some(Some(&**s)),
-            // Untyped records (plugin `config`) merge deeply.
-            None if schema.is_none() || k == "config" => Some(None),
+            // Untyped records (plugin `config`, an `any` field of the plugin schema, and the
+            // records inside it) merge deeply, as Kong's `merge_values` does.
+            _ if schema.is_none() || k == "config" => Some(None),
             _ => None,
         };
         match (record, base.get_mut(&k), v) {

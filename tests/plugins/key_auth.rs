@@ -668,12 +668,18 @@ async fn credentials_added_at_runtime() {
         "the deleted credential no longer authenticates"
     );
     let id = plugin["id"].as_str().unwrap();
-    api.patch(
-        &format!("/plugins/{id}"),
-        &json!({"config": {"realm": "runtime"}}),
-    )
-    .await
-    .expect(200);
+    let patched = api
+        .patch(
+            &format!("/plugins/{id}"),
+            &json!({"config": {"realm": "runtime"}}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        patched["config"]["key_names"],
+        json!(["k"]),
+        "a PATCH merges into the stored config: {patched}"
+    );
     crate::assert_eventually!(
         Duration::from_secs(10),
         c.get(&url).send().await.unwrap().headers()["www-authenticate"] == "Key realm=\"runtime\"",
