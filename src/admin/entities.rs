@@ -279,8 +279,9 @@ fn merge(schema: Option<&Schema>, base: &mut Map<String, Value>, patch: Map<Stri
         let field = schema.and_then(|s| s.field(&k));
         let record = match field.map(|f| &f.ty) {
             Some(FieldType::Record(s)) => Some(Some(&**s)),
-            // Untyped records (plugin `config`) merge deeply.
-            None if schema.is_none() || k == "config" => Some(None),
+            // Untyped records merge deeply; a plugin's `config` arrives here already merged with
+            // the plugin's own schema (`prepare_config_patch`) and replaces the stored one.
+            None if schema.is_none() => Some(None),
             _ => None,
         };
         match (record, base.get_mut(&k), v) {

@@ -20,16 +20,18 @@ pub mod body;
 pub mod chain;
 mod ctx;
 
+pub mod acl;
 pub mod circuit_breaker;
 pub mod correlation_id;
 pub mod cors;
 pub mod ip_restriction;
+pub mod key_auth;
+pub mod rate_limiting;
 pub mod request_size_limiting;
 pub mod request_transformer;
+pub mod response_compression;
 pub mod response_transformer;
 pub mod transform_common;
-pub mod response_compression;
-pub mod rate_limiting;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -133,6 +135,7 @@ impl Registry {
     /// Every plugin built into gwctl.
     pub fn builtin() -> Self {
         let mut r = Self::empty();
+        r.add(Arc::new(acl::Kind));
         r.add(Arc::new(correlation_id::Kind));
         r.add(Arc::new(cors::Kind));
         r.add(Arc::new(ip_restriction::Kind));
@@ -142,6 +145,7 @@ impl Registry {
         r.add(Arc::new(response_compression::Kind));
         r.add(Arc::new(circuit_breaker::Kind::default()));
         r.add(Arc::new(rate_limiting::Kind::default()));
+        r.add(Arc::new(key_auth::Kind));
         r
     }
 

@@ -381,7 +381,9 @@ async def consumers_and_credentials(cli: Kong) -> None:
 
 
 async def plugins(cli: Kong) -> None:
-    """No plugin is implemented yet: every create must surface Kong's 400 naming the plugin."""
+    """Plugin CRUD through aio-kong: key-auth (global and on a service), correlation-id (on a
+    route), acl; read, update, list, apply_json, delete. A Kong Lua plugin gwctl never has
+    (post-function) still surfaces Kong's 400 naming the plugin."""
 
     async def not_enabled(call: Awaitable[Any], name: str, step: str) -> None:
         body = await fails(call, 400, PLUGIN_NOT_ENABLED.format(name), step)
@@ -392,30 +394,89 @@ async def plugins(cli: Kong) -> None:
     svc = await cli.services.create(name="svc-p", host="p.example")
     route = await svc.routes.create(name="r-p", paths=["/p"])
     eve = await cli.consumers.create(username="eve")
-    await not_enabled(cli.plugins.create(name="key-auth"), "key-auth", "plugins.create (POST /plugins)")
-    await not_enabled(svc.plugins.create(name="rate-limiting", config={"minute": 5}), "rate-limiting",
-                      "service.plugins.create (POST /services/{id}/plugins)")
-    await not_enabled(route.plugins.create(name="jwt"), "jwt", "route.plugins.create (POST /routes/{id}/plugins)")
-    await not_enabled(eve.plugins.create(name="acl", config={"allow": ["g"]}), "acl",
-                      "consumer.plugins.create (POST /consumers/{id}/plugins)")
+
+    # Create, with Kong's defaults filled in the answer.
+    ka = await cli.plugins.create(name="key-auth")
+    eq((ka["name"], ka["service"], ka["route"], ka["consumer"], ka["enabled"]),
+       ("key-auth", None, None, None, True), "plugins.create key-auth (POST /plugins): global")
+    eq({k: ka["config"][k] for k in ("key_names", "key_in_header", "key_in_query", "key_in_body",
+                                     "hide_credentials", "run_on_preflight", "anonymous", "realm")},
+       {"key_names": ["apikey"], "key_in_header": True, "key_in_query": True, "key_in_body": False,
+        "hide_credentials": False, "run_on_preflight": True, "anonymous": None, "realm": None},
+       "key-auth config defaults")
     # aio-kong resolves `config.anonymous` through GET /consumers/{name} before posting.
-    await not_enabled(cli.plugins.create(name="key-auth", config={"anonymous": "eve"}), "key-auth",
-                      "plugins.create with config.anonymous resolved by the client")
-    await not_enabled(cli.plugins.create(name="cors", service={"id": svc.id}), "cors",
-                      "plugins.create scoped by body")
-    await fails(cli.plugins.apply_json([{"name": "prometheus"}]), 400, PLUGIN_NOT_ENABLED.format("prometheus"),
-                "plugins.apply_json surfaces the 400")
-    eq(await cli.plugins.get_full_list(), [], "plugins.get_full_list (GET /plugins)")
-    eq(await svc.plugins.get_list(), [], "service.plugins.get_list")
-    eq(await route.plugins.get_list(), [], "route.plugins.get_list")
+    svc_ka = await svc.plugins.create(name="key-auth", config={"key_names": ["x-key"], "anonymous": "eve"})
+    eq((svc_ka["service"], svc_ka["config"]["key_names"], svc_ka["config"]["anonymous"]),
+       ({"id": svc.id}, ["x-key"], eve.id),
+       "service.plugins.create key-auth (POST /services/{id}/plugins), anonymous resolved by the client")
+    corr = await route.plugins.create(name="correlation-id", config={"header_name": "X-Req"})
+    eq((corr["route"], corr["config"]["header_name"], corr["config"]["generator"]),
+       ({"id": route.id}, "X-Req", "uuid#counter"), "route.plugins.create correlation-id (POST /routes/{id}/plugins)")
+    acl = await cli.plugins.create(name="acl", service={"id": svc.id}, config={"allow": ["g"]})
+    eq((acl["service"], acl["config"]["allow"], acl["config"]["deny"], acl["config"]["hide_groups_header"]),
+       ({"id": svc.id}, ["g"], None, False), "plugins.create acl scoped by body")
+
+    # Refusals.
+    await fails(cli.plugins.create(name="key-auth"), 409, "UNIQUE violation",
+                "plugins.create of a second global key-auth -> 409")
+    await fails(svc.plugins.create(name="acl", config={"allow": ["a"], "deny": ["b"]}), 400,
+                "only one of these fields must be non-empty: 'config.allow', 'config.deny'",
+                "acl with both allow and deny -> 400")
+    await fails(route.plugins.create(name="acl"), 400,
+                "at least one of these fields must be non-empty: 'config.allow', 'config.deny'",
+                "acl with neither allow nor deny -> 400")
+    await fails(eve.plugins.create(name="key-auth"), 400, "consumer: value must be null",
+                "consumer.plugins.create key-auth (POST /consumers/{id}/plugins) -> 400")
+    await fails(route.plugins.create(name="key-auth", config={"key_names": ["bad name"]}), 400,
+                "bad header name 'bad name'", "key-auth with a bad key name -> 400")
+    await not_enabled(cli.plugins.create(name="post-function", config={"access": ["return"]}),
+                      "post-function", "plugins.create post-function -> not enabled")
+    await fails(cli.plugins.apply_json([{"name": "post-function"}]), 400,
+                PLUGIN_NOT_ENABLED.format("post-function"), "plugins.apply_json surfaces the 400")
+
+    # Read.
+    got = await cli.plugins.get(ka.id)
+    eq((got["id"], got["config"]), (ka["id"], ka["config"]), "plugins.get (GET /plugins/{id})")
+    eq((await svc.plugins.get(svc_ka.id))["config"]["key_names"], ["x-key"], "service.plugins.get")
+
+    # Update: a config change merges into the stored config; enabled toggles.
+    upd = await cli.plugins.update(svc_ka.id, config={"key_names": ["x-key", "apikey"], "hide_credentials": True})
+    eq((upd["config"]["key_names"], upd["config"]["hide_credentials"], upd["config"]["anonymous"]),
+       (["x-key", "apikey"], True, eve.id), "plugins.update config (PATCH /plugins/{id})")
+    eq((await cli.plugins.get(svc_ka.id))["config"]["hide_credentials"], True, "the update is stored")
+    upd = await cli.plugins.update(acl.id, config={"allow": ["g", "h"], "hide_groups_header": True})
+    eq((upd["config"]["allow"], upd["config"]["hide_groups_header"]), (["g", "h"], True), "plugins.update acl")
+    await fails(cli.plugins.update(acl.id, config={"deny": ["x"]}), 400,
+                "only one of these fields must be non-empty", "plugins.update acl adding deny -> 400")
+    eq((await cli.plugins.update(ka.id, enabled=False))["enabled"], False, "plugins.update enabled=false")
+
+    # List.
+    eq(sorted(p["name"] for p in await cli.plugins.get_full_list()),
+       ["acl", "correlation-id", "key-auth", "key-auth"], "plugins.get_full_list (GET /plugins)")
+    eq(sorted(p["name"] for p in await svc.plugins.get_list()), ["acl", "key-auth"], "service.plugins.get_list")
+    eq([p["name"] for p in await route.plugins.get_list()], ["correlation-id"], "route.plugins.get_list")
     eq(await eve.plugins.get_list(), [], "consumer.plugins.get_list")
+
+    # apply_json on the route: correlation-id updated, key-auth added.
+    applied = await route.plugins.apply_json([
+        {"name": "correlation-id", "config": {"header_name": "X-Trace", "echo_downstream": True}},
+        {"name": "key-auth", "config": {"realm": "r"}},
+    ])
+    eq(sorted((p["name"], p["route"]["id"]) for p in applied),
+       [("correlation-id", route.id), ("key-auth", route.id)], "route.plugins.apply_json")
+    eq((await cli.plugins.get(corr.id))["config"]["header_name"], "X-Trace", "apply_json updated in place")
+
+    # Delete.
+    eq(await cli.plugins.delete(ka.id), True, "plugins.delete (DELETE /plugins/{id})")
+    await fails(cli.plugins.get(ka.id), 404, "Not found", "plugins.get of the deleted plugin -> 404")
     missing = str(uuid.uuid4())
-    await fails(cli.plugins.get(missing), 404, "Not found", "plugins.get of a missing plugin -> 404")
     await fails(cli.plugins.update(missing, enabled=False), 404, "Not found", "plugins.update of a missing plugin -> 404")
     eq(await cli.plugins.delete(missing), True, "plugins.delete of a missing plugin -> 204")
-    eq(await cli.plugins.delete_all(), 0, "plugins.delete_all")
-    eq(await cli.services.delete("svc-p"), True, "services.delete (cascade through route plugins)")
     eq(await cli.consumers.delete("eve"), True, "consumers.delete")
+    eq(await cli.services.delete("svc-p"), True, "services.delete (cascade through its plugins and routes)")
+    eq(await cli.plugins.get_full_list(), [], "service and route plugins went with them")
+    await cli.plugins.create(name="correlation-id")
+    eq(await cli.plugins.delete_all(), 1, "plugins.delete_all")
 
 
 async def ca_certificates(cli: Kong) -> None:
