@@ -67,6 +67,9 @@ pub enum ConnectError {
     Load(String),
 }
 
+/// How long an admin write waits for a pooled connection while the database is reachable.
+const BUSY_WAIT: Duration = Duration::from_secs(10);
+
 fn unavailable(e: &sqlx::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -79,7 +82,7 @@ impl PgStore {
     /// Connect, load everything, and start following changes.
     pub async fn connect(url: &str, node_id: Uuid) -> Result<Arc<Self>, ConnectError> {
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(16)
             .acquire_timeout(Duration::from_secs(1))
             .connect(url)
             .await
@@ -214,6 +217,29 @@ impl PgStore {
         self.with_mirror(|t| *t = tables);
         self.applied.store(applied, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// A transaction for an admin write. Every pooled connection busy (a burst of writes, which
+    /// serialise on the revision row) is not an outage: while the database is known to be
+    /// reachable the write waits for a connection, up to [`BUSY_WAIT`]; only then, or when the
+    /// database is not reachable, it fails as unavailable.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let deadline = tokio::time::Instant::now() + BUSY_WAIT;
+        loop {
+            match self.pool.begin().await {
+                Ok(tx) => return Ok(tx),
+                Err(sqlx::Error::PoolTimedOut)
+                    if self.reachable.load(Ordering::Relaxed)
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!("every database connection busy; waiting");
+                }
+                Err(e) => {
+                    self.reachable.store(false, Ordering::Relaxed);
+                    return Err(unavailable(&e));
+                }
+            }
+        }
     }
 
     fn map_write_error(&self, e: sqlx::Error, op: &WriteOp) -> StoreError {
@@ -503,10 +529,7 @@ impl Store for PgStore {
     }
 
     async fn write(&self, op: WriteOp) -> Result<Vec<(EntityKind, Uuid)>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(|e| {
-            self.reachable.store(false, Ordering::Relaxed);
-            unavailable(&e)
-        })?;
+        let mut tx = self.begin().await?;
         let change = match self.write_tx(&mut tx, &op).await {
             Ok(c) => c,
             Err(e) => return Err(self.map_write_error(e, &op)),
