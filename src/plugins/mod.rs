@@ -21,6 +21,8 @@ pub mod chain;
 mod ctx;
 
 pub mod correlation_id;
+pub mod jwt;
+pub mod jwt_claim_headers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -120,6 +122,8 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut r = Self::empty();
         r.add(Arc::new(correlation_id::Kind));
+        r.add(Arc::new(jwt::Kind));
+        r.add(Arc::new(jwt_claim_headers::Kind));
         r
     }
 

@@ -2,3 +2,4 @@
 //! header filters) and each plugin's happy and error paths (kong-compat §4).
 
 mod correlation_id;
+mod jwt;
