@@ -102,7 +102,7 @@ fn bench(c: &mut Criterion) {
     let hs = token(
         Algorithm::HS256,
         "hs-issuer",
-        &EncodingKey::from_secret(SECRET.as_bytes()),
+        &EncodingKey::from_secret(SECRET.as_bytes()).expect("hmac key"),
         now,
     );
     let rs_key = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).expect("rsa key");

@@ -284,7 +284,7 @@ async fn every_algorithm_like_kong() {
             key,
             json!({"iss": iss, "exp": t + 300, "nbf": t - 10, "sub": "u1"}),
         ));
-        specs.push(m(key, json!({"iss": iss, "exp": t - 1})));
+        specs.push(m(key, json!({"iss": iss, "exp": t - 1, "nbf": t - 10})));
         specs.push(m(key, json!({"iss": iss, "exp": t + 300, "nbf": t + 100})));
         specs.push(m(wrong, json!({"iss": iss, "exp": t + 300})));
         specs.push(m(key, json!({"iss": "nobody", "exp": t + 300})));

@@ -293,7 +293,7 @@ impl Jwt {
                     None => (pair, None),
                 };
                 let k = url_decode(k);
-                if !self.conf.uri_param_names.iter().any(|n| *n == k) {
+                if !self.conf.uri_param_names.contains(&k) {
                     continue;
                 }
                 add(match v {
@@ -538,4 +538,67 @@ fn cookie(ctx: &Ctx, name: &str) -> Option<String> {
         .find(|(k, _)| k.trim() == name)
         .map(|(_, v)| v.trim().to_owned())
         .filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Config, Consumer};
+
+    fn secret(key: &str, consumer: Uuid) -> JwtSecret {
+        JwtSecret {
+            id: Uuid::new_v4(),
+            consumer: consumer.into(),
+            key: key.into(),
+            secret: Some("s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t".into()),
+            rsa_public_key: None,
+            algorithm: "HS256".into(),
+            tags: None,
+            created_at: 0,
+        }
+    }
+
+    fn sign(claims: Value) -> String {
+        let key =
+            jsonwebtoken::EncodingKey::from_secret(b"s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t").unwrap();
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn consumer_gone_and_numeric_key_claim() {
+        let present = Consumer {
+            id: Uuid::new_v4(),
+            username: Some("u".into()),
+            custom_id: None,
+            tags: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let tables = Tables::from_config(Config {
+            jwt_secrets: vec![secret("orphan", Uuid::new_v4()), secret("42", present.id)],
+            consumers: vec![present],
+            ..Config::default()
+        });
+        let jwt = Jwt::new(JwtConfig::default());
+        assert_eq!(
+            jwt.verify(&tables, &sign(json!({"iss": "orphan"})), 0)
+                .unwrap_err(),
+            Failure::Message(
+                "Could not find consumer for 'iss=orphan'".into(),
+                Challenge::None
+            )
+        );
+        // A number names the credential by its text (Lua's tostring).
+        let ok = jwt.verify(&tables, &sign(json!({"iss": 42})), 0).unwrap();
+        assert_eq!(ok.secret().map(|s| s.key.as_str()), Some("42"));
+        // Other JSON types name no credential.
+        assert_eq!(
+            jwt.verify(&tables, &sign(json!({"iss": ["42"]})), 0)
+                .unwrap_err(),
+            Failure::Message(
+                "No credentials found for given 'iss'".into(),
+                Challenge::InvalidToken
+            )
+        );
+    }
 }
