@@ -1,8 +1,11 @@
 //! Verification keys of jwt credentials: decoded once per snapshot (the handler caches them by
 //! credential), then used for every request's signature check.
 //!
-//! `jsonwebtoken` checks every algorithm it knows (HS*, RS*, PS*, ES256, ES384, EdDSA); ES512
-//! (P-521), which it lacks, is checked with RustCrypto's `p521`.
+//! `jsonwebtoken` checks HS*, ES256, ES384 and EdDSA. ES512 (P-521), which it lacks, is checked
+//! with RustCrypto's `p521`. RS*/PS* with keys of 2048 bits and more are checked with `ring`
+//! (already in the tree through rustls): `jsonwebtoken`'s RustCrypto backend rebuilds the RSA key
+//! and its Montgomery parameters on every call, about 100 us per RS256 verification against
+//! ring's ~20 us. Smaller RSA keys (which ring refuses) still go through `jsonwebtoken`.
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -33,6 +36,8 @@ pub enum VerifyKey {
     Jwt(Algorithm, DecodingKey),
     /// ES512: ECDSA over P-521 with SHA-512.
     Es512(Box<p521::ecdsa::VerifyingKey>),
+    /// RS*/PS* with a key of at least 2048 bits: ring, over the PKCS#1 `RSAPublicKey` DER.
+    Rsa(&'static dyn ring::signature::VerificationAlgorithm, Vec<u8>),
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -40,6 +45,7 @@ impl std::fmt::Debug for VerifyKey {
         match self {
             Self::Jwt(alg, _) => write!(f, "VerifyKey({alg:?})"),
             Self::Es512(_) => f.write_str("VerifyKey(ES512)"),
+            Self::Rsa(alg, _) => write!(f, "VerifyKey({alg:?})"),
         }
     }
 }
@@ -80,7 +86,20 @@ impl VerifyKey {
                     "PS384" => Algorithm::PS384,
                     _ => Algorithm::PS512,
                 };
-                let key = DecodingKey::from_rsa_pem(pem()?).map_err(unusable)?;
+                let pem = pem()?;
+                if let Some(der) = rsa_pkcs1_der(pem).filter(|d| modulus_bits(d) >= 2048) {
+                    use ring::signature as r;
+                    let params: &'static dyn r::VerificationAlgorithm = match algorithm {
+                        "RS256" => &r::RSA_PKCS1_2048_8192_SHA256,
+                        "RS384" => &r::RSA_PKCS1_2048_8192_SHA384,
+                        "RS512" => &r::RSA_PKCS1_2048_8192_SHA512,
+                        "PS256" => &r::RSA_PSS_2048_8192_SHA256,
+                        "PS384" => &r::RSA_PSS_2048_8192_SHA384,
+                        _ => &r::RSA_PSS_2048_8192_SHA512,
+                    };
+                    return Ok(Self::Rsa(params, der));
+                }
+                let key = DecodingKey::from_rsa_pem(pem).map_err(unusable)?;
                 Ok(Self::Jwt(alg, key))
             }
             "ES256" => Ok(Self::Jwt(
@@ -115,6 +134,48 @@ impl VerifyKey {
             }
             Self::Es512(key) => p521::ecdsa::Signature::from_slice(signature)
                 .is_ok_and(|sig| key.verify(message, &sig).is_ok()),
+            Self::Rsa(alg, der) => ring::signature::UnparsedPublicKey::new(*alg, der)
+                .verify(message, signature)
+                .is_ok(),
         }
+    }
+}
+
+/// The PKCS#1 `RSAPublicKey` DER of a PEM `RSA PUBLIC KEY`, or of an RSA `PUBLIC KEY` (SPKI).
+fn rsa_pkcs1_der(pem: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::prelude::FromDer as _;
+    let start = pem.windows(11).position(|w| w == b"-----BEGIN ")?;
+    let (_, block) = x509_parser::pem::parse_x509_pem(&pem[start..]).ok()?;
+    match block.label.as_str() {
+        "RSA PUBLIC KEY" => Some(block.contents),
+        "PUBLIC KEY" => {
+            let (_, spki) =
+                x509_parser::x509::SubjectPublicKeyInfo::from_der(&block.contents).ok()?;
+            // rsaEncryption
+            (spki.algorithm.algorithm.to_id_string() == "1.2.840.113549.1.1.1")
+                .then(|| spki.subject_public_key.data.to_vec())
+        }
+        _ => None,
+    }
+}
+
+/// The bit length of the modulus of a PKCS#1 `RSAPublicKey` (0 when it does not parse).
+fn modulus_bits(der: &[u8]) -> usize {
+    use x509_parser::der_parser::ber::BerObjectContent;
+    let Ok((_, obj)) = x509_parser::der_parser::parse_der(der) else {
+        return 0;
+    };
+    let BerObjectContent::Sequence(items) = &obj.content else {
+        return 0;
+    };
+    match items.first().map(|i| &i.content) {
+        Some(BerObjectContent::Integer(n)) => {
+            let n: &[u8] = n;
+            let n = &n[n.iter().take_while(|b| **b == 0).count()..];
+            n.first().map_or(0, |top| {
+                (n.len() - 1) * 8 + (8 - top.leading_zeros() as usize)
+            })
+        }
+        _ => 0,
     }
 }

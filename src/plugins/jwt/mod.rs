@@ -95,11 +95,14 @@ fn config_check(rec: &Map<String, Value>) -> Result<(), CheckFailure> {
         .get("maximum_expiration")
         .and_then(Value::as_f64)
         .unwrap_or(0.0);
-    let has_exp = rec
+    // Kong's conditional passes a null `then_field` unless it is `required`: only a list
+    // without `exp` is refused (an absent list leaves `exp` unchecked, and the maximum then
+    // refuses every token without `exp` at request time).
+    let lacks_exp = rec
         .get("claims_to_verify")
         .and_then(Value::as_array)
-        .is_some_and(|a| a.iter().any(|c| c == "exp"));
-    if max > 0.0 && !has_exp {
+        .is_some_and(|a| !a.iter().any(|c| c == "exp"));
+    if max > 0.0 && lacks_exp {
         return Err(CheckFailure {
             entity: vec![
                 "failed conditional validation given value of field 'config.maximum_expiration'"
