@@ -22,7 +22,7 @@
 #   podman    GWCTL_TEST_DOCKER_HOST=unix:///tmp/gwctl-test.XXXX/podman/podman.sock (Docker API)
 #   promtool  GWCTL_TEST_PROMTOOL=/path/to/promtool
 #   newman    GWCTL_TEST_NEWMAN=tests/.tools/node_modules/.bin/newman
-#   pyjwt     GWCTL_TEST_PYTHON=tests/.tools/venv/bin/python (imports `jwt`)
+#   pyjwt     GWCTL_TEST_PYTHON=tests/.tools/venv/bin/python (imports `jwt` and `cryptography`)
 #   rotel     GWCTL_TEST_ROTEL=path to the rotel-agent binary (OTLP receiver)
 #   kongclient GWCTL_TEST_KONG_CLIENT_PYTHON=tests/.tools/venv-kongclient/bin/python (imports
 #             `kong` from aio-kong, and `cryptography`); tests/kong_client.rs needs it.
@@ -30,7 +30,7 @@ set -euo pipefail
 
 # Components enabled by default: what the Rust tests need. Later issues add the names they need
 # here, e.g. "postgres redis podman promtool newman pyjwt rotel".
-SERVICES="${GWCTL_TEST_SERVICES-postgres redis kongclient}"
+SERVICES="${GWCTL_TEST_SERVICES-postgres redis kongclient pyjwt}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/tests/.tools" # cache of npm/pip installs; ignores itself (see ensure_tools_dir)
@@ -200,7 +200,8 @@ pip_install() {
 }
 need_pyjwt() {
     need_venv
-    "$TOOLS/venv/bin/python" -c 'import jwt' >/dev/null 2>&1 || pip_install 'PyJWT>=2.8'
+    "$TOOLS/venv/bin/python" -c 'import jwt, cryptography' >/dev/null 2>&1 ||
+        pip_install 'PyJWT>=2.8' cryptography
     export GWCTL_TEST_PYTHON="$TOOLS/venv/bin/python"
 }
 rotel_agent_path() {

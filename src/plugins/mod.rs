@@ -25,6 +25,8 @@ pub mod circuit_breaker;
 pub mod correlation_id;
 pub mod cors;
 pub mod ip_restriction;
+pub mod jwt;
+pub mod jwt_claim_headers;
 pub mod key_auth;
 pub mod rate_limiting;
 pub mod request_size_limiting;
@@ -146,6 +148,8 @@ impl Registry {
         r.add(Arc::new(circuit_breaker::Kind::default()));
         r.add(Arc::new(rate_limiting::Kind::default()));
         r.add(Arc::new(key_auth::Kind));
+        r.add(Arc::new(jwt::Kind));
+        r.add(Arc::new(jwt_claim_headers::Kind));
         r
     }
 

@@ -5,6 +5,7 @@ mod circuit_breaker;
 mod correlation_id;
 mod cors;
 mod ip_restriction;
+mod jwt;
 mod key_auth;
 mod rate_limiting;
 mod request_size_limiting;

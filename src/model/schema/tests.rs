@@ -562,8 +562,11 @@ fn keyauth_credentials() {
     );
 }
 
-const PEM: &str =
-    "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n";
+const PEM: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAER9uP5tuxcNo3VVT/Bo9Sidu8gvg2
+yumjvsuTZ9frI2edjcPf2xHPladzCNhru6QCrzj+RQPSi5dTUvTyrhXhCA==
+-----END PUBLIC KEY-----
+";
 
 #[test]
 fn jwt_secrets() {
@@ -598,6 +601,20 @@ fn jwt_secrets() {
         ),
         "schema violation (rsa_public_key: invalid key)"
     );
+    // Base64 that is not a key (the truncated head of an EC key, then plain text).
+    for body in ["MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE", "aGVsbG8gd29ybGQ="] {
+        for label in ["PUBLIC KEY", "RSA PUBLIC KEY"] {
+            let pem = format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n");
+            assert_eq!(
+                msg(
+                    J,
+                    json!({"consumer": {"id": ID2}, "algorithm": "ES256", "rsa_public_key": pem})
+                ),
+                "schema violation (rsa_public_key: invalid key)",
+                "{pem}"
+            );
+        }
+    }
 }
 
 #[test]

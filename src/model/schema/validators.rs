@@ -342,14 +342,45 @@ pub fn plain_path(v: &Value) -> Result<(), String> {
     }
 }
 
-/// PEM public keys (jwt `rsa_public_key`): a PEM block whose body is base64.
+/// PEM public keys (jwt `rsa_public_key`; Kong: `openssl_pkey.new(key)` or "invalid key"): a
+/// `PUBLIC KEY` block holding a DER SubjectPublicKeyInfo whose key parses (RSA, EC, Ed25519,
+/// ...), or an `RSA PUBLIC KEY` block holding a PKCS#1 `RSAPublicKey`.
 pub fn pem_public_key(v: &Value) -> Result<(), String> {
     let Some(s) = v.as_str() else { return Ok(()) };
-    if pem_body(s, "PUBLIC KEY").is_some() {
+    let label_is_rsa = s
+        .find("-----BEGIN ")
+        .is_some_and(|i| s[i + 11..].starts_with("RSA PUBLIC KEY-----"));
+    let ok = pem_body(s, "PUBLIC KEY").is_some_and(|der| {
+        if label_is_rsa {
+            pkcs1_rsa_public_key(&der)
+        } else {
+            use x509_parser::prelude::FromDer as _;
+            x509_parser::x509::SubjectPublicKeyInfo::from_der(&der).is_ok_and(|(rest, spki)| {
+                rest.is_empty() && !spki.subject_public_key.data.is_empty() && spki.parsed().is_ok()
+            })
+        }
+    });
+    if ok {
         Ok(())
     } else {
         Err("invalid key".to_owned())
     }
+}
+
+/// Whether `der` is a PKCS#1 `RSAPublicKey`: a SEQUENCE of two positive INTEGERs.
+fn pkcs1_rsa_public_key(der: &[u8]) -> bool {
+    use x509_parser::der_parser::ber::BerObjectContent;
+    let Ok((rest, obj)) = x509_parser::der_parser::parse_der(der) else {
+        return false;
+    };
+    let BerObjectContent::Sequence(items) = &obj.content else {
+        return false;
+    };
+    rest.is_empty()
+        && items.len() == 2
+        && items
+            .iter()
+            .all(|i| matches!(&i.content, BerObjectContent::Integer(b) if !b.is_empty()))
 }
 
 /// What gwctl reads from a PEM certificate (the first one in the text).

@@ -1,0 +1,226 @@
+//! Kong's JWT parser (`kong.plugins.jwt.jwt_parser`): split, decode and check the registered
+//! claims, with Kong's error strings.
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use serde_json::{Map, Value};
+
+use super::keys::ALGORITHMS;
+
+/// The standard alphabet, padding optional, trailing bits ignored: what `ngx.decode_base64`
+/// accepts once Kong mapped `-`/`_` to `+`/`/` and padded the input.
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Kong's `base64_decode`: base64url or standard alphabet, padding optional. `None` when the
+/// input is not base64.
+pub fn kong_b64_decode(input: &str) -> Option<Vec<u8>> {
+    if input.len() % 4 == 1 {
+        return None;
+    }
+    if input.bytes().any(|b| b == b'-' || b == b'_') {
+        let mapped: String = input
+            .chars()
+            .map(|c| match c {
+                '-' => '+',
+                '_' => '/',
+                c => c,
+            })
+            .collect();
+        LENIENT.decode(mapped).ok()
+    } else {
+        LENIENT.decode(input).ok()
+    }
+}
+
+/// A token Kong could decode (its signature is not checked yet).
+#[derive(Debug, Clone)]
+pub struct Decoded<'a> {
+    /// The JOSE header.
+    pub header: Map<String, Value>,
+    /// The claims.
+    pub claims: Map<String, Value>,
+    /// The signature bytes.
+    pub signature: Vec<u8>,
+    /// What the signature signs: `<header b64>.<claims b64>`.
+    pub signing_input: &'a str,
+    /// The header's `alg`.
+    pub alg: &'static str,
+}
+
+/// Decode `token` like Kong; the error is what follows `Bad token; ` in the 401 body.
+pub fn decode(token: &str) -> Result<Decoded<'_>, &'static str> {
+    // Kong's tokenize(token, ".", 3): at most three parts, the last one keeps any extra dots.
+    let mut parts = token.splitn(3, '.');
+    let (Some(h64), Some(c64), Some(s64)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("invalid JSON");
+    };
+    let json = |seg: &str| -> Result<Value, &'static str> {
+        let bytes = kong_b64_decode(seg).ok_or("invalid JSON")?;
+        serde_json::from_slice(&bytes).map_err(|_| "invalid JSON")
+    };
+    let header = json(h64)?;
+    let claims = json(c64)?;
+    let signature = kong_b64_decode(s64);
+    let Value::Object(header) = header else {
+        return Err("invalid alg");
+    };
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .and_then(|a| ALGORITHMS.iter().find(|k| **k == a))
+        .ok_or("invalid alg")?;
+    let Value::Object(claims) = claims else {
+        return Err("invalid claims");
+    };
+    let signature = signature.ok_or("invalid signature")?;
+    Ok(Decoded {
+        header,
+        claims,
+        signature,
+        signing_input: &token[..h64.len() + 1 + c64.len()],
+        alg,
+    })
+}
+
+/// A registered claim Kong can verify (`claims_to_verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registered {
+    /// `exp`: expired when `exp <= now`.
+    Exp,
+    /// `nbf`: not valid yet when `nbf > now`.
+    Nbf,
+}
+
+impl Registered {
+    /// The claim's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Exp => "exp",
+            Self::Nbf => "nbf",
+        }
+    }
+}
+
+/// Kong's `verify_registered_claims`: a map of claim name -> error, empty when all pass.
+pub fn verify_registered(
+    claims: &Map<String, Value>,
+    to_verify: &[Registered],
+    now: i64,
+) -> Map<String, Value> {
+    let mut errors = Map::new();
+    let now = now as f64;
+    for c in to_verify {
+        let err = match claims.get(c.name()).and_then(Value::as_f64) {
+            None => "must be a number",
+            Some(exp) if *c == Registered::Exp && exp <= now => "token expired",
+            Some(nbf) if *c == Registered::Nbf && nbf > now => "token not valid yet",
+            Some(_) => continue,
+        };
+        errors.insert(c.name().to_owned(), Value::from(err));
+    }
+    errors
+}
+
+/// Kong's `check_maximum_expiration`: `exp` must exist and be at most `maximum` seconds away.
+pub fn within_maximum_expiration(claims: &Map<String, Value>, maximum: f64, now: i64) -> bool {
+    if maximum <= 0.0 {
+        return true;
+    }
+    claims
+        .get("exp")
+        .and_then(Value::as_f64)
+        .is_some_and(|exp| exp - now as f64 <= maximum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn b64(v: &Value) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    #[test]
+    fn base64_like_kong() {
+        assert_eq!(kong_b64_decode("aGk").as_deref(), Some(&b"hi"[..]));
+        assert_eq!(kong_b64_decode("aGk=").as_deref(), Some(&b"hi"[..]));
+        assert_eq!(kong_b64_decode("-_8").as_deref(), Some(&[0xfb, 0xff][..]));
+        assert_eq!(kong_b64_decode("+/8").as_deref(), Some(&[0xfb, 0xff][..]));
+        assert!(kong_b64_decode("a").is_none());
+        assert!(kong_b64_decode("a b=").is_none());
+        assert_eq!(kong_b64_decode("").as_deref(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn decode_errors_in_kongs_order() {
+        let h = b64(&json!({"alg": "HS256", "typ": "JWT"}));
+        let c = b64(&json!({"iss": "a"}));
+        assert_eq!(decode("abc").unwrap_err(), "invalid JSON");
+        assert_eq!(decode(&format!("{h}.{c}")).unwrap_err(), "invalid JSON");
+        assert_eq!(decode(&format!("{h}.!!.x")).unwrap_err(), "invalid JSON");
+        assert_eq!(
+            decode(&format!("{h}.{}.x", b64(&json!("nope")))).unwrap_err(),
+            "invalid claims"
+        );
+        let bad_alg = b64(&json!({"alg": "none"}));
+        assert_eq!(
+            decode(&format!("{bad_alg}.{c}.x")).unwrap_err(),
+            "invalid alg"
+        );
+        assert_eq!(
+            decode(&format!("{}.{c}.x", b64(&json!({"alg": 5})))).unwrap_err(),
+            "invalid alg"
+        );
+        assert_eq!(
+            decode(&format!("{h}.{c}.a.b")).unwrap_err(),
+            "invalid signature"
+        );
+        let token = format!("{h}.{c}.aGk");
+        let ok = decode(&token).unwrap();
+        assert_eq!(ok.alg, "HS256");
+        assert_eq!(ok.signature, b"hi");
+        assert_eq!(ok.signing_input, format!("{h}.{c}"));
+        assert_eq!(ok.claims["iss"], "a");
+    }
+
+    #[test]
+    fn registered_claims() {
+        use Registered::*;
+        let m = |v: Value| v.as_object().cloned().unwrap();
+        let now = 1000;
+        assert!(
+            verify_registered(&m(json!({"exp": 1001, "nbf": 1000})), &[Exp, Nbf], now).is_empty()
+        );
+        assert_eq!(
+            Value::Object(verify_registered(
+                &m(json!({"exp": 1000, "nbf": 1001})),
+                &[Exp, Nbf],
+                now
+            )),
+            json!({"exp": "token expired", "nbf": "token not valid yet"})
+        );
+        assert_eq!(
+            Value::Object(verify_registered(&m(json!({"exp": "1"})), &[Exp, Nbf], now)),
+            json!({"exp": "must be a number", "nbf": "must be a number"})
+        );
+        assert!(verify_registered(&m(json!({})), &[], now).is_empty());
+        assert!(within_maximum_expiration(
+            &m(json!({"exp": 1100})),
+            100.0,
+            now
+        ));
+        assert!(!within_maximum_expiration(
+            &m(json!({"exp": 1101})),
+            100.0,
+            now
+        ));
+        assert!(!within_maximum_expiration(&m(json!({})), 100.0, now));
+        assert!(within_maximum_expiration(&m(json!({})), 0.0, now));
+    }
+}
