@@ -4,6 +4,7 @@ mod acl;
 mod circuit_breaker;
 mod correlation_id;
 mod cors;
+mod framework;
 mod ip_restriction;
 mod jwt;
 mod key_auth;
