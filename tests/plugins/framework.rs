@@ -159,7 +159,8 @@ async fn two_auth_plugins_with_anonymous_are_a_logical_or() {
     )
     .unwrap();
     let bearer = format!("Bearer {token}");
-    let cases: [(&[(&str, &str)], &str, bool); 4] = [
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, bool);
+    let cases: [Case<'_>; 4] = [
         (&[("apikey", "alice-key")], "alice", false),
         (&[("authorization", bearer.as_str())], "bob", false),
         (&[], "anon", true),
