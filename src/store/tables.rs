@@ -106,6 +106,26 @@ impl ChildSet {
     }
 }
 
+/// A unique-index key: the value's hash, then the value (equal hashes fall back to the text,
+/// so collisions only cost a string comparison).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct IndexKey {
+    hash: u64,
+    value: Box<str>,
+}
+
+impl IndexKey {
+    fn new(value: &str) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        value.hash(&mut h);
+        Self {
+            hash: h.finish(),
+            value: value.into(),
+        }
+    }
+}
+
 /// One entity kind's rows and indexes.
 #[derive(Clone, Default)]
 pub struct Table {
@@ -114,8 +134,10 @@ pub struct Table {
     /// One index per [`unique_defs`] entry: key value -> id.
     ///
     /// B-trees, not HAMTs: a persistent hash map with 100,000 keys spreads them ~3 to a leaf of
-    /// 32 fixed slots (~50 MB per index); a B-tree's nodes stay half full (~8 MB).
-    unique: Vec<OrdMap<String, Uuid>>,
+    /// 32 fixed slots (~50 MB per index); a B-tree's nodes stay half full (~8 MB). Keys lead with
+    /// the value's hash ([`IndexKey`]) so a lookup compares integers stored in the nodes and
+    /// reads a key's text only on a hash match (credential lookups are on the request path).
+    unique: Vec<OrdMap<IndexKey, Uuid>>,
     /// One index per [`foreign_defs`] entry: parent id -> child ids.
     children: Vec<OrdMap<Uuid, ChildSet>>,
 }
@@ -188,7 +210,7 @@ impl Tables {
         self.table(kind)
             .unique
             .get(def_index)
-            .and_then(|m| m.get(value).copied())
+            .and_then(|m| m.get(&IndexKey::new(value)).copied())
     }
 
     /// The id of the entity whose single-field unique key `field` equals `value`.
@@ -267,7 +289,7 @@ impl Tables {
         let t = &mut self.tables[kind_index(kind)];
         for (i, def) in unique_defs(kind).iter().enumerate() {
             if let Some(v) = e.unique_value(def) {
-                t.unique[i].insert(v, id);
+                t.unique[i].insert(IndexKey::new(&v), id);
             }
         }
         for (i, def) in foreign_defs(kind).iter().enumerate() {
@@ -290,10 +312,11 @@ impl Tables {
         }
         let t = &mut self.tables[kind_index(kind)];
         for (i, def) in unique_defs(kind).iter().enumerate() {
-            if let Some(v) = e.unique_value(def)
-                && t.unique[i].get(&v) == Some(&id)
-            {
-                t.unique[i].remove(&v);
+            if let Some(v) = e.unique_value(def) {
+                let k = IndexKey::new(&v);
+                if t.unique[i].get(&k) == Some(&id) {
+                    t.unique[i].remove(&k);
+                }
             }
         }
         for (i, def) in foreign_defs(kind).iter().enumerate() {

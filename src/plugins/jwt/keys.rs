@@ -32,8 +32,11 @@ pub enum KeyError {
 
 /// A decoded verification key.
 pub enum VerifyKey {
-    /// Anything `jsonwebtoken` verifies.
+    /// Anything `jsonwebtoken` verifies (ES256, ES384, EdDSA, RSA keys under 2048 bits).
     Jwt(Algorithm, DecodingKey),
+    /// HS256/384/512: ring's HMAC with the key schedule computed once, compared in constant
+    /// time (through `jsonwebtoken` the signature was re-encoded and the key re-derived per token).
+    Hmac(ring::hmac::Key),
     /// ES512: ECDSA over P-521 with SHA-512.
     Es512(Box<p521::ecdsa::VerifyingKey>),
     /// RS*/PS* with a key of at least 2048 bits: ring, over the PKCS#1 `RSAPublicKey` DER.
@@ -44,6 +47,7 @@ impl std::fmt::Debug for VerifyKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Jwt(alg, _) => write!(f, "VerifyKey({alg:?})"),
+            Self::Hmac(k) => write!(f, "VerifyKey({:?})", k.algorithm()),
             Self::Es512(_) => f.write_str("VerifyKey(ES512)"),
             Self::Rsa(alg, _) => write!(f, "VerifyKey({alg:?})"),
         }
@@ -68,15 +72,17 @@ impl VerifyKey {
                 secret.as_bytes().to_vec()
             };
             // An empty key (only reachable through `secret_is_base64`) cannot sign anything.
-            let key = DecodingKey::from_secret(&bytes).map_err(|_| KeyError::Missing)?;
-            Ok(Self::Jwt(alg, key))
+            if bytes.is_empty() {
+                return Err(KeyError::Missing);
+            }
+            Ok(Self::Hmac(ring::hmac::Key::new(alg, &bytes)))
         };
         let pem = || public_key.map(str::as_bytes).ok_or(KeyError::Missing);
         let unusable = |_| KeyError::Unusable;
         match algorithm {
-            "HS256" => hmac(Algorithm::HS256),
-            "HS384" => hmac(Algorithm::HS384),
-            "HS512" => hmac(Algorithm::HS512),
+            "HS256" => hmac(ring::hmac::HMAC_SHA256),
+            "HS384" => hmac(ring::hmac::HMAC_SHA384),
+            "HS512" => hmac(ring::hmac::HMAC_SHA512),
             "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" => {
                 let alg = match algorithm {
                     "RS256" => Algorithm::RS256,
@@ -132,6 +138,7 @@ impl VerifyKey {
                 let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature);
                 jsonwebtoken::crypto::verify(&sig, message, key, *alg).unwrap_or(false)
             }
+            Self::Hmac(key) => ring::hmac::verify(key, message, signature).is_ok(),
             Self::Es512(key) => p521::ecdsa::Signature::from_slice(signature)
                 .is_ok_and(|sig| key.verify(message, &sig).is_ok()),
             Self::Rsa(alg, der) => ring::signature::UnparsedPublicKey::new(*alg, der)
