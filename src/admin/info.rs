@@ -65,6 +65,8 @@ pub(crate) fn endpoints() -> Response {
         "/tags".to_owned(),
         "/tags/{tags}".to_owned(),
         "/plugins/enabled".to_owned(),
+        "/circuit-breakers".to_owned(),
+        "/services/{services}/circuit-breaker".to_owned(),
         "/schemas/{db_entity_name}".to_owned(),
         "/schemas/{db_entity_name}/validate".to_owned(),
         "/schemas/plugins/{name}".to_owned(),

@@ -173,6 +173,14 @@ async fn opens_rejects_probes_and_closes() {
         "{}",
         a.body
     );
+    // gwctl's own endpoints are listed with Kong's.
+    let endpoints = api.get("/endpoints").await.expect(200);
+    for e in ["/circuit-breakers", "/services/{services}/circuit-breaker"] {
+        assert!(
+            endpoints["data"].as_array().unwrap().iter().any(|v| v == e),
+            "{e} in {endpoints}"
+        );
+    }
     let list = api.get("/circuit-breakers").await.expect(200);
     let rows = list["data"].as_array().unwrap();
     let flaky = rows
