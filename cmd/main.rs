@@ -1,10 +1,16 @@
 //! The `gwctl` binary: parse arguments, set up logging, run one subcommand, map the outcome to the
 //! exit codes of CONTRACT.md (0 ok, 1 failed, 2 usage; `migrate status` may exit 3).
 
+mod clean;
 mod cli;
 mod health;
 mod migrate;
+mod register;
 mod serve;
+mod setup;
+mod setup_kong;
+mod setup_obs;
+mod up;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -33,9 +39,10 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Health(args) => health::run(&args),
         Command::Migrate(args) => migrate::run(args),
-        Command::Setup(_) | Command::Register(_) | Command::Clean(_) | Command::Up(_) => {
-            Err(anyhow::anyhow!("not implemented yet"))
-        }
+        Command::Setup(args) => setup::run(args),
+        Command::Register(args) => register::run(args),
+        Command::Clean(args) => clean::run(args),
+        Command::Up(args) => up::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -1,0 +1,1 @@
+//! `gwctl register`: pick this host's address on a network and register it as an upstream target.

@@ -1,0 +1,1 @@
+//! `gwctl setup obs`: configure OpenObserve and hand the collector its ingestion credentials.
