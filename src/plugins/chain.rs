@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::Response;
 use http::response::Parts;
@@ -25,6 +26,7 @@ use super::{BuildCtx, Flow, Handler, Registry};
 use crate::model::{Plugin, Route};
 use crate::proxy::body::ProxyBody;
 use crate::store::Tables;
+use crate::telemetry::timeline::PluginSpan;
 
 /// One built plugin instance.
 pub struct Instance {
@@ -32,6 +34,8 @@ pub struct Instance {
     pub id: Uuid,
     /// Plugin name.
     pub name: String,
+    /// The plugin kind's name (the same text, static: for timelines).
+    pub kind: &'static str,
     /// Kong's priority of the plugin.
     pub priority: i64,
     /// The behaviour.
@@ -72,6 +76,18 @@ struct NameIndex {
 }
 
 impl NameIndex {
+    /// Whether some instance of this plugin satisfies `f`.
+    fn any(&self, f: impl Fn(&Instance) -> bool) -> bool {
+        self.global.iter().any(|i| f(i))
+            || self.service.values().any(|i| f(i))
+            || self.route.values().any(|i| f(i))
+            || self.route_service.values().any(|i| f(i))
+            || self.consumer.values().any(|i| f(i))
+            || self.route_consumer.values().any(|i| f(i))
+            || self.service_consumer.values().any(|i| f(i))
+            || self.all.values().any(|i| f(i))
+    }
+
     fn any_consumer_scoped(&self) -> bool {
         !(self.consumer.is_empty()
             && self.route_consumer.is_empty()
@@ -123,6 +139,8 @@ pub struct Chain {
     access: Vec<Slot>,
     /// Indices into `access` in priority order (the other phases).
     by_priority: Vec<usize>,
+    /// Some instance on the chain wants a request timeline.
+    traced: bool,
 }
 
 impl std::fmt::Debug for Chain {
@@ -179,13 +197,30 @@ impl Chain {
             .collect()
     }
 
-    /// Run the access phase. `Some(response)` when a plugin short-circuited.
+    /// Whether requests on this route record a timeline (some plugin wants one).
+    pub fn traced(&self) -> bool {
+        self.traced
+    }
+
+    /// Run the access phase. `Some(response)` when a plugin short-circuited. With a timeline,
+    /// each plugin's access phase is recorded in it.
     pub async fn access(&self, ctx: &mut Ctx) -> Option<Response<ProxyBody>> {
         for slot in &self.access {
             let consumer = ctx.auth.as_ref().map(|a| a.consumer.id);
-            if let Some(inst) = self.resolve(slot, consumer)
-                && let Flow::Respond(resp) = inst.handler.access(ctx).await
-            {
+            let Some(inst) = self.resolve(slot, consumer) else {
+                continue;
+            };
+            let start = ctx.timeline.is_some().then(Instant::now);
+            let flow = inst.handler.access(ctx).await;
+            if let (Some(start), Some(tl)) = (start, ctx.timeline.as_mut()) {
+                tl.plugins.push(PluginSpan {
+                    name: inst.kind,
+                    phase: "access",
+                    start,
+                    end: Instant::now(),
+                });
+            }
+            if let Flow::Respond(resp) = flow {
                 return Some(resp);
             }
         }
@@ -316,6 +351,7 @@ impl CompiledPlugins {
             let inst = Arc::new(Instance {
                 id: p.id,
                 name: p.name.clone(),
+                kind: kind.name(),
                 priority: kind.priority(),
                 handler,
                 before,
@@ -382,6 +418,12 @@ impl CompiledPlugins {
                 let mut taken: Vec<Option<Slot>> =
                     slots.into_iter().map(|(_, _, s)| Some(s)).collect();
                 let access: Vec<Slot> = order.iter().filter_map(|&i| taken[i].take()).collect();
+                let traced = access.iter().any(|s| {
+                    s.base
+                        .as_ref()
+                        .is_some_and(|(_, i)| i.handler.wants_timeline())
+                        || (s.consumer_possible && s.index.any(|i| i.handler.wants_timeline()))
+                });
                 chains.insert(
                     route.id,
                     Arc::new(Chain {
@@ -389,6 +431,7 @@ impl CompiledPlugins {
                         service,
                         access,
                         by_priority,
+                        traced,
                     }),
                 );
             }

@@ -632,6 +632,7 @@ mod tests {
             response_bytes: 0,
             completed: true,
             upstream_latency: None,
+            proxy_latency: None,
             total_latency: Duration::ZERO,
         };
         let gw = Source::Gateway;

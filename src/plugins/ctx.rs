@@ -16,6 +16,7 @@ use crate::proxy::ConnInfo;
 use crate::proxy::respond::GatewayError;
 use crate::router::UriCaptures;
 use crate::snapshot::{ServiceRuntime, Snapshot};
+use crate::telemetry::timeline::Timeline;
 
 /// The request body as plugins see it: still streaming, or read into memory by a plugin that
 /// needed it (key-auth `key_in_body`, request-transformer, request-size-limiting).
@@ -116,6 +117,9 @@ pub struct Ctx {
     pub source: Source,
     /// Per-request data of individual plugins (keyed by type, like `http::Extensions`).
     pub data: http::Extensions,
+    /// What happened when (router, plugins, upstream attempts): only on routes whose chain has
+    /// a plugin that wants it (see [`crate::plugins::Handler::wants_timeline`]).
+    pub timeline: Option<Box<Timeline>>,
 }
 
 impl Ctx {
@@ -192,6 +196,9 @@ pub struct LogInfo {
     pub completed: bool,
     /// Time waiting for the upstream (connect to response head), when it was reached.
     pub upstream_latency: Option<Duration>,
+    /// Time from receiving the request to sending it upstream (Kong's proxy latency: routing
+    /// and the access phase), when it was sent.
+    pub proxy_latency: Option<Duration>,
     /// Time from receiving the request to the end of the response.
     pub total_latency: Duration,
 }

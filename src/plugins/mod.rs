@@ -112,6 +112,13 @@ pub trait Handler: Send + Sync + 'static {
         false
     }
 
+    /// Whether requests through this instance record a [`crate::telemetry::timeline::Timeline`]
+    /// in [`Ctx::timeline`] (tracing plugins). Any instance on a route's chain asking for it
+    /// turns it on for that route.
+    fn wants_timeline(&self) -> bool {
+        false
+    }
+
     /// Log phase: runs once the response body ended, failed or was dropped by the client.
     fn log(&self, _ctx: &Ctx, _info: &LogInfo) {}
 }

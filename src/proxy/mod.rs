@@ -32,6 +32,8 @@ use crate::model::{HashOn, Protocol, Route};
 use crate::plugins::{Ctx, LogInfo, RequestBody, Source};
 use crate::router::{RequestInfo, UriCaptures, normalize_path, upstream_path};
 use crate::snapshot::{ServiceRuntime, SnapshotStore};
+use crate::telemetry::scope::RequestScope;
+use crate::telemetry::timeline::{AttemptSpan, Timeline};
 
 use self::body::{Checkin, ProxyBody, UpstreamBody, UpstreamReqBody};
 use self::pool::{ConnectError, Pool, PoolKey, Sender};
@@ -113,6 +115,14 @@ struct Upstreaming<'a> {
     body_head: Option<bytes::Bytes>,
 }
 
+/// How long the gateway and the upstream took for a request that reached the upstream.
+struct Latency {
+    /// Connect to response head.
+    upstream: Duration,
+    /// Receipt to sending upstream.
+    proxy: Duration,
+}
+
 /// A failed upstream attempt.
 struct AttemptError {
     error: GatewayError,
@@ -151,8 +161,9 @@ impl Proxy {
         let request_id_value = HeaderValue::from_str(&request_id).ok();
         let accept = req.headers().get(header::ACCEPT).cloned();
         let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
-        let mut resp = match self
-            .proxy(req, conn, request_id_value.as_ref(), &request_id, start)
+        let scope = RequestScope::new(&request_id);
+        let mut resp = match scope
+            .run(self.proxy(req, conn, request_id_value.as_ref(), &request_id, start))
             .await
         {
             Ok(resp) => resp,
@@ -209,6 +220,7 @@ impl Proxy {
             let m = snapshot.router.find(&info).ok_or(GatewayError::NO_ROUTE)?;
             (Arc::clone(m.route), m.matched_len, m.captures)
         };
+        let routed = Instant::now();
         let (route, matched_len, captures) = found;
 
         if !conn.tls
@@ -258,7 +270,10 @@ impl Proxy {
             body_head: None,
         };
         let Some(chain) = snapshot.plugins.chain(req.route.id).cloned() else {
-            return self.upstream(parts, body, &req).await.map(|(resp, _)| resp);
+            return self
+                .upstream(parts, body, &req, None)
+                .await
+                .map(|(resp, _)| resp);
         };
 
         // The plugin chain: access, then the upstream, then the response phases.
@@ -282,6 +297,9 @@ impl Proxy {
             auth: None,
             source: Source::Pending,
             data: http::Extensions::new(),
+            timeline: chain
+                .traced()
+                .then(|| Box::new(Timeline::new(start, routed))),
         });
         let mut info = LogInfo {
             status: 0,
@@ -290,6 +308,7 @@ impl Proxy {
             response_bytes: 0,
             completed: false,
             upstream_latency: None,
+            proxy_latency: None,
             total_latency: Duration::ZERO,
         };
         if let Some(resp) = chain.access(&mut ctx).await {
@@ -308,9 +327,15 @@ impl Proxy {
         req.upstream_host = ctx.upstream_host.clone();
         req.body_head = ctx.body_head.take();
         let body = std::mem::take(&mut ctx.body);
-        match self.upstream(parts, body, &req).await {
-            Ok((resp, upstream_latency)) => {
-                info.upstream_latency = Some(upstream_latency);
+        let mut timeline = ctx.timeline.take();
+        let sent = self
+            .upstream(parts, body, &req, timeline.as_deref_mut())
+            .await;
+        ctx.timeline = timeline;
+        match sent {
+            Ok((resp, latency)) => {
+                info.upstream_latency = Some(latency.upstream);
+                info.proxy_latency = Some(latency.proxy);
                 Ok(chain.respond(ctx, resp, Source::Upstream, info))
             }
             Err(err) => {
@@ -333,7 +358,8 @@ impl Proxy {
         mut parts: Parts,
         body: RequestBody,
         r: &Upstreaming<'_>,
-    ) -> Result<(Response<ProxyBody>, Duration), GatewayError> {
+        timeline: Option<&mut Timeline>,
+    ) -> Result<(Response<ProxyBody>, Latency), GatewayError> {
         let (route, service) = (&r.route, &r.service);
         let upgrade = is_upgrade(&parts);
         let client_upgrade = if upgrade {
@@ -425,6 +451,7 @@ impl Proxy {
                 original_host,
                 r.upstream_host.clone(),
                 upgrade,
+                timeline,
             )
             .await?;
         let upstream_latency = upstream_started.elapsed();
@@ -456,7 +483,11 @@ impl Proxy {
             h.append(header::SET_COOKIE, v);
         }
         resp_parts.version = Version::HTTP_11;
-        Ok((Response::from_parts(resp_parts, body), upstream_latency))
+        let latency = Latency {
+            upstream: upstream_latency,
+            proxy: proxy_latency,
+        };
+        Ok((Response::from_parts(resp_parts, body), latency))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -529,6 +560,7 @@ impl Proxy {
         original_host: Option<HeaderValue>,
         host_override: Option<HeaderValue>,
         upgrade: bool,
+        mut timeline: Option<&mut Timeline>,
     ) -> Result<
         (
             Response<UpstreamBody>,
@@ -610,6 +642,16 @@ impl Proxy {
                     read_timeout,
                 )
                 .await;
+            if let Some(tl) = timeline.as_deref_mut() {
+                tl.attempts.push(AttemptSpan {
+                    addr,
+                    host: peer_host.to_string(),
+                    start: started,
+                    end: Instant::now(),
+                    status: result.as_ref().ok().map(|r| r.status().as_u16()),
+                    error: result.as_ref().err().map(|e| e.detail.clone()),
+                });
+            }
             match result {
                 Ok(mut resp) => {
                     if let (Some(b), Some(p)) = (&service.balancer, &peer) {
