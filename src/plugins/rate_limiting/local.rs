@@ -98,12 +98,6 @@ impl LocalCounters {
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).map.len())
             .sum()
     }
-
-    /// Whether no key is held.
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Drop the eighth of the entries that expire soonest (at least one).
