@@ -48,3 +48,5 @@ mod kong_client;
 mod plugins;
 // `gwctl clean` against podman's Docker API: labelled volumes, in-use volumes, bind directories.
 mod clean;
+// `gwctl setup obs` against an OpenObserve stand-in; the compose collector config.
+mod setup_obs;
