@@ -422,7 +422,7 @@ async fn plan_and_apply_through_bollard_report_progress() {
     );
     let rec = Recorder::new();
     let report = clean::apply(&engine, &plan, &rec).await;
-    assert_eq!(report.removed_volumes, [free.clone()]);
+    assert_eq!(report.removed_volumes, std::slice::from_ref(&free));
     assert_eq!(
         report.kept,
         [Kept::InUse {
