@@ -9,7 +9,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use gwctl::ops::progress::{Event, Recorder};
+use gwctl::ops::progress::{Event, Outcome, Recorder};
 use gwctl::ops::setup_obs::{self, Change, SetupObsError, SetupObsOptions};
 use serde_json::{Value, json};
 
@@ -117,14 +117,53 @@ async fn sets_the_org_settings_reads_the_passcode_and_writes_the_env_file() {
         ("GET", "/healthz")
     );
     assert_eq!(first.authorization, None);
-    // Progress: every step started and finished.
-    let events = rec.events();
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Started(s) if s.starts_with("waiting for OpenObserve"))),
-        "{events:?}"
+    // Progress: each step started, then finished, before the next one (no nesting).
+    let steps = steps(&rec);
+    assert_eq!(
+        steps,
+        [
+            (
+                format!("waiting for OpenObserve at {}/", o2.url()),
+                Outcome::Ok
+            ),
+            (
+                "org default settings trace_id/span_id field names".to_owned(),
+                Outcome::Ok
+            ),
+            (
+                format!("reading the ingestion passcode of {ROOT_EMAIL}"),
+                Outcome::Ok
+            ),
+            (format!("writing {}", env.display()), Outcome::Ok),
+        ]
     );
+}
+
+/// The steps of a run as (step, outcome), checking that each is started, maybe retried, and
+/// finished before the next one starts.
+fn steps(rec: &Recorder) -> Vec<(String, Outcome)> {
+    let mut out = Vec::new();
+    let mut open: Option<String> = None;
+    for e in rec.events() {
+        match e {
+            Event::Started(s) => {
+                assert!(
+                    open.is_none(),
+                    "{s} started inside {open:?}: {:?}",
+                    rec.events()
+                );
+                open = Some(s);
+            }
+            Event::Retrying { step, .. } => assert_eq!(Some(&step), open.as_ref()),
+            Event::Finished(s, outcome) => {
+                assert_eq!(Some(&s), open.as_ref(), "{:?}", rec.events());
+                open = None;
+                out.push((s, outcome));
+            }
+        }
+    }
+    assert!(open.is_none(), "{open:?} never finished");
+    out
 }
 
 #[tokio::test]
@@ -147,10 +186,17 @@ async fn a_second_run_changes_nothing() {
     };
     assert_eq!(posts(), 1);
 
-    let second = setup_obs::run(options(&o2.url(), env.clone()), &Recorder::new())
+    let rec = Recorder::new();
+    let second = setup_obs::run(options(&o2.url(), env.clone()), &rec)
         .await
         .unwrap();
     assert!(second.is_unchanged(), "{second:?}");
+    let outcomes: Vec<Outcome> = steps(&rec).into_iter().map(|(_, o)| o).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Ok, Outcome::Skipped, Outcome::Ok, Outcome::Skipped],
+        "health ok, settings already set, passcode read, env file unchanged"
+    );
     assert_eq!(std::fs::read(&env).unwrap(), bytes, "same bytes");
     assert_eq!(
         stamp(&env),

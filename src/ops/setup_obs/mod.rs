@@ -488,6 +488,7 @@ impl Api {
     ) -> Result<(), SetupObsError> {
         let url = self.url("/healthz");
         let step = format!("waiting for OpenObserve at {}", self.base);
+        reporter.started(&step);
         let result = self
             .retrying(&step, reporter, || async {
                 let resp = self
@@ -505,6 +506,9 @@ impl Api {
                 }
             })
             .await;
+        if result.is_ok() {
+            reporter.finished(&step, Outcome::Ok);
+        }
         result.map_err(|failure| {
             let weak = password_weaknesses(&self.password);
             SetupObsError::NeverHealthy {
@@ -528,6 +532,7 @@ impl Api {
         let path = format!("/api/{}/settings", self.org);
         let step = format!("org {} settings trace_id/span_id field names", self.org);
         let get_what = format!("GET {path}");
+        reporter.started(&step);
         let current: serde_json::Value = self
             .retrying(&step, reporter, || async {
                 let resp = self.send(self.http.get(self.url(&path)), &get_what).await?;
@@ -577,6 +582,7 @@ impl Api {
         let path = format!("/api/{}/passcode", self.org);
         let what = format!("GET {path}");
         let step = format!("reading the ingestion passcode of {}", self.user);
+        reporter.started(&step);
         let body: DataBody<PasscodeData> = self
             .retrying(&step, reporter, || async {
                 let resp = self.send(self.http.get(self.url(&path)), &what).await?;
@@ -681,7 +687,8 @@ impl Api {
     }
 
     /// Run `attempt` with jittered backoff until it succeeds, fails fatally, or the deadline
-    /// passes. Starts the step; finishes it only on failure (the caller finishes on success).
+    /// passes. The caller has started `step`; this finishes it only on failure (the caller
+    /// finishes it on success).
     async fn retrying<T, F, Fut>(
         &self,
         step: &str,
@@ -692,7 +699,6 @@ impl Api {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
-        reporter.started(step);
         let attempts = AtomicU32::new(0);
         let backoff = ExponentialBuilder::default()
             .with_jitter()
