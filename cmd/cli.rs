@@ -180,7 +180,8 @@ pub(crate) struct SetupObsArgs {
     /// Seconds to wait for OpenObserve.
     #[arg(long, default_value_t = 120)]
     pub(crate) wait: u64,
-    /// Collector config whose OpenObserve exporters get the Authorization header.
+    /// Collector config whose OpenObserve exporters get the Authorization header (only that
+    /// value changes; comments and layout stay).
     #[arg(long)]
     pub(crate) collector_config: Option<PathBuf>,
 }
@@ -224,7 +225,8 @@ pub(crate) struct RegisterArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct CleanArgs {
-    /// Compose project name.
+    /// Compose project name (default: the current directory's name, normalized as docker
+    /// compose does). Only volumes labelled com.docker.compose.project=NAME are removed.
     #[arg(long, env = "COMPOSE_PROJECT_NAME")]
     pub(crate) project: Option<String>,
     /// Bind-mounted data directory to empty (repeatable).

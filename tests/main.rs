@@ -46,3 +46,7 @@ mod admin_api;
 mod kong_client;
 // kong-compat §4: the plugin framework and every plugin, through real sockets.
 mod plugins;
+// `gwctl clean` against podman's Docker API: labelled volumes, in-use volumes, bind directories.
+mod clean;
+// `gwctl setup obs` against an OpenObserve stand-in; the compose collector config.
+mod setup_obs;

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod echo;
 pub mod gateway;
 pub mod otlp;
+pub mod openobserve;
 pub mod pg;
 pub mod pg_backend;
 pub mod raw;

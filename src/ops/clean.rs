@@ -1,1 +1,0 @@
-//! `gwctl clean`: remove a compose project's labelled volumes (bollard) and empty bind directories.

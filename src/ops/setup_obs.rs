@@ -1,1 +1,0 @@
-//! `gwctl setup obs`: configure OpenObserve and hand the collector its ingestion credentials.
