@@ -72,19 +72,6 @@ async fn serve_with_a_bad_config_exits_1_naming_the_field() {
 }
 
 #[tokio::test]
-async fn unimplemented_subcommands_exit_1() {
-    for args in [&["up"][..], &["clean", "--dry-run"]] {
-        let o = gwctl(args).await;
-        assert_eq!(o.status.code(), Some(1), "{args:?}");
-        assert!(
-            stderr(&o).starts_with("error: not implemented yet"),
-            "{args:?}: {}",
-            stderr(&o)
-        );
-    }
-}
-
-#[tokio::test]
 async fn usage_errors_exit_2() {
     for args in [&["frobnicate"][..], &["serve", "--no-such-flag"], &[]] {
         let o = gwctl(args).await;
