@@ -133,6 +133,11 @@ pub async fn run_until(
     registry.add(Arc::new(crate::plugins::circuit_breaker::Kind::new(
         Arc::clone(&breakers),
     )));
+    // Likewise the prometheus plugin's counters, which `/metrics` renders.
+    let prometheus = crate::plugins::prometheus::Exporter::new();
+    registry.add(Arc::new(crate::plugins::prometheus::Kind::new(Arc::clone(
+        &prometheus,
+    ))));
     let registry = Arc::new(registry);
     let plugins: Arc<dyn PluginSchemas> = Arc::clone(&registry) as Arc<dyn PluginSchemas>;
     let config: Arc<dyn Store> = match &options.database_url {
@@ -204,6 +209,8 @@ pub async fn run_until(
         proxy_up: Arc::clone(&proxy_up),
         node_id,
         config: Arc::clone(&config),
+        breakers: Arc::clone(&breakers),
+        prometheus,
     };
     let workers = if options.workers == 0 {
         std::thread::available_parallelism().map_or(1, usize::from)

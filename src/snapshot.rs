@@ -77,6 +77,8 @@ pub struct SnapshotStore {
     current: ArcSwap<Snapshot>,
     publish_lock: tokio::sync::Mutex<()>,
     revision: AtomicU64,
+    /// Publishes that failed to compile.
+    failures: AtomicU64,
     balancers: Arc<BalancerRegistry>,
     registry: Arc<Registry>,
 }
@@ -102,6 +104,7 @@ impl SnapshotStore {
             current: ArcSwap::from_pointee(empty),
             publish_lock: tokio::sync::Mutex::new(()),
             revision: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
             balancers,
             registry,
         })
@@ -117,8 +120,22 @@ impl SnapshotStore {
         self.publish_tables(Tables::from_config(config), hash).await
     }
 
-    /// Compile the store's `tables` and swap them in. On error the current snapshot stays.
+    /// How many publishes failed to compile since the start (the `/metrics` reload failures).
+    pub fn publish_failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Compile the store's `tables` and swap them in. On error the current snapshot stays (and
+    /// the failure is counted).
     pub async fn publish_tables(&self, tables: Tables, hash: String) -> Result<u64, CompileError> {
+        let published = self.compile_and_swap(tables, hash).await;
+        if published.is_err() {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        published
+    }
+
+    async fn compile_and_swap(&self, tables: Tables, hash: String) -> Result<u64, CompileError> {
         let _guard = self.publish_lock.lock().await;
         let started = std::time::Instant::now();
         let config = Arc::new(tables.core_config());

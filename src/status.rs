@@ -1,5 +1,5 @@
-//! The status API (`/status`, `/status/ready`) served on the status listener, and the minimal
-//! node-info endpoints of the admin listener.
+//! The status API (`/status`, `/status/ready`, `/metrics`) served on the status listener, and the
+//! minimal node-info endpoints of the admin listener.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -27,6 +27,10 @@ pub struct StatusState {
     pub node_id: uuid::Uuid,
     /// The configuration store (for `database.reachable`).
     pub config: Arc<dyn crate::store::Store>,
+    /// The circuit-breaker states (for `/metrics`).
+    pub breakers: Arc<crate::plugins::circuit_breaker::BreakerStates>,
+    /// The prometheus plugin's counters (for `/metrics`).
+    pub prometheus: Arc<crate::plugins::prometheus::Exporter>,
 }
 
 /// The status listener's router.
@@ -34,6 +38,7 @@ pub fn router(state: StatusState) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/status/ready", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state)
 }
@@ -86,6 +91,19 @@ pub async fn ready(State(s): State<StatusState>) -> Response {
             .into_response();
     }
     (StatusCode::OK, Json(json!({"message": "ready"}))).into_response()
+}
+
+/// `GET /metrics`: the Prometheus text exposition ([`crate::telemetry::metrics`]).
+pub async fn metrics(State(s): State<StatusState>) -> Response {
+    let body = crate::telemetry::metrics::render(&s);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("text/plain; charset=UTF-8"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Kong's 404 body.

@@ -250,6 +250,10 @@ async fn dispatch(state: &AdminState, req: &Req) -> Result<Response, AdminError>
                 .await
                 .into_response())
         }
+        ["metrics"] => {
+            allow(m, &[M::GET])?;
+            Ok(crate::status::metrics(State(state.status.clone())).await)
+        }
         ["endpoints"] => {
             allow(m, &[M::GET])?;
             Ok(info::endpoints())

@@ -28,6 +28,7 @@ pub mod ip_restriction;
 pub mod jwt;
 pub mod jwt_claim_headers;
 pub mod key_auth;
+pub mod prometheus;
 pub mod rate_limiting;
 pub mod request_size_limiting;
 pub mod request_transformer;
@@ -155,6 +156,7 @@ impl Registry {
         r.add(Arc::new(circuit_breaker::Kind::default()));
         r.add(Arc::new(rate_limiting::Kind::default()));
         r.add(Arc::new(key_auth::Kind));
+        r.add(Arc::new(prometheus::Kind::default()));
         r.add(Arc::new(jwt::Kind));
         r.add(Arc::new(jwt_claim_headers::Kind));
         r

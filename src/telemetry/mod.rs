@@ -1,6 +1,7 @@
 //! Telemetry: process logging (a `tracing` subscriber writing text or JSON lines to stdout), the
 //! per-request logging scope, and the request timeline tracing plugins export.
 
+pub mod metrics;
 pub mod scope;
 pub mod timeline;
 
