@@ -32,7 +32,7 @@ use crate::status::StatusState;
 use crate::store::{Entity, HealthOverride, MemoryStore, PgStore, Store, Tables};
 
 /// The declarative configuration used when `--config` is not given (DB-less).
-pub const DEFAULT_CONFIG: &str = include_str!("../compose/gateway.yml");
+pub const DEFAULT_CONFIG: &str = include_str!("default-config.yml");
 
 /// Largest request head (request line + headers) accepted; larger ones get 431.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
