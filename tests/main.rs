@@ -46,3 +46,6 @@ mod admin_api;
 mod kong_client;
 // kong-compat §4: the plugin framework and every plugin, through real sockets.
 mod plugins;
+// `gwctl register` inside test-made network namespaces (address choice, registration over a veth,
+// exec mode with signals) and against an in-process gateway.
+mod register;

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod echo;
 pub mod gateway;
+pub mod netns;
 pub mod pg;
 pub mod pg_backend;
 pub mod raw;
