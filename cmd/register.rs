@@ -31,6 +31,9 @@ pub(crate) fn run(args: RegisterArgs) -> anyhow::Result<ExitCode> {
     if let Some(warning) = picked.warning(&selector) {
         warn(&warning);
     }
+    if args.health_path.is_some() && args.command.is_empty() {
+        warn("--health-path only applies with `-- COMMAND` (exec mode); ignored");
+    }
     if args.dry_run {
         say(&picked.chosen.addr.to_string())?;
         return Ok(ExitCode::SUCCESS);

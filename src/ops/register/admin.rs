@@ -22,8 +22,9 @@ use super::RegisterError;
 use crate::ops::migrate::redact_url;
 use crate::ops::progress::{Outcome, Reporter};
 
-/// Bound on one Admin API request (the overall bound is the caller's deadline).
+/// Bounds on one Admin API request (the overall bound is the caller's deadline).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const MIN_REQUEST: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What [`Registration::register`] did.
@@ -110,7 +111,6 @@ impl Registration {
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .default_headers(headers)
             .build()
@@ -162,7 +162,7 @@ impl Registration {
         let result = self
             .retrying(&step, deadline, reporter, || async {
                 attempted.store(true, Ordering::SeqCst);
-                self.register_once().await
+                self.register_once(deadline).await
             })
             .await;
         result.map_err(|failure| match failure {
@@ -201,7 +201,7 @@ impl Registration {
         );
         let started = Instant::now();
         let result = self
-            .retrying(&step, deadline, reporter, || self.deregister_once())
+            .retrying(&step, deadline, reporter, || self.deregister_once(deadline))
             .await;
         result.map_err(|failure| match failure {
             Failure::Fatal(err) => err,
@@ -266,37 +266,42 @@ impl Registration {
         result
     }
 
-    async fn register_once(&self) -> Result<Registered, Failure> {
+    async fn register_once(&self, deadline: Instant) -> Result<Registered, Failure> {
         let url = self.url(&["upstreams", &self.upstream, "targets"]);
         let body = json!({ "target": self.target, "weight": self.weight });
-        let (status, answer) = self.send(Method::POST, url, Some(&body)).await?;
+        let (status, answer) = self.send(Method::POST, url, Some(&body), deadline).await?;
         match status {
             StatusCode::CREATED | StatusCode::OK => {
                 // An Admin API that answers an existing target with 200 (or upserts) may have
                 // kept its old weight: converge on ours.
                 match answer.get("weight").and_then(Value::as_u64) {
-                    Some(w) if w != u64::from(self.weight) => self.update_weight(w).await,
+                    Some(w) if w != u64::from(self.weight) => self.update_weight(w, deadline).await,
                     _ if status == StatusCode::OK => Ok(Registered::Unchanged),
                     _ => Ok(Registered::Created),
                 }
             }
-            StatusCode::CONFLICT => self.reconcile().await,
+            StatusCode::CONFLICT => self.reconcile(deadline).await,
             StatusCode::NOT_FOUND => Err(Failure::Retry(format!(
                 "{UPSTREAM_MISSING} (404: {})",
                 message(&answer)
             ))),
-            other => Err(self.classify("POST", "targets", other, &answer)),
+            other => Err(self.classify(
+                "POST",
+                &format!("/upstreams/{}/targets", self.upstream),
+                other,
+                &answer,
+            )),
         }
     }
 
     /// The target exists (409): read it and fix its weight if needed.
-    async fn reconcile(&self) -> Result<Registered, Failure> {
+    async fn reconcile(&self, deadline: Instant) -> Result<Registered, Failure> {
         let url = self.target_url();
-        let (status, answer) = self.send(Method::GET, url, None).await?;
+        let (status, answer) = self.send(Method::GET, url, None, deadline).await?;
         match status {
             StatusCode::OK => match answer.get("weight").and_then(Value::as_u64) {
                 Some(w) if w == u64::from(self.weight) => Ok(Registered::Unchanged),
-                Some(w) => self.update_weight(w).await,
+                Some(w) => self.update_weight(w, deadline).await,
                 None => Err(Failure::Fatal(RegisterError::Refused {
                     request: format!("GET {}", self.target_path()),
                     admin: self.admin_display(),
@@ -313,10 +318,10 @@ impl Registration {
         }
     }
 
-    async fn update_weight(&self, from: u64) -> Result<Registered, Failure> {
+    async fn update_weight(&self, from: u64, deadline: Instant) -> Result<Registered, Failure> {
         let body = json!({ "weight": self.weight });
         let (status, answer) = self
-            .send(Method::PATCH, self.target_url(), Some(&body))
+            .send(Method::PATCH, self.target_url(), Some(&body), deadline)
             .await?;
         match status {
             StatusCode::OK => Ok(Registered::WeightUpdated {
@@ -330,8 +335,10 @@ impl Registration {
         }
     }
 
-    async fn deregister_once(&self) -> Result<Deregistered, Failure> {
-        let (status, answer) = self.send(Method::DELETE, self.target_url(), None).await?;
+    async fn deregister_once(&self, deadline: Instant) -> Result<Deregistered, Failure> {
+        let (status, answer) = self
+            .send(Method::DELETE, self.target_url(), None, deadline)
+            .await?;
         match status {
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(Deregistered::Deleted),
             StatusCode::NOT_FOUND => Ok(Deregistered::AlreadyGone),
@@ -357,11 +364,6 @@ impl Registration {
                 message,
             });
         }
-        let path = if path.starts_with('/') {
-            path.to_owned()
-        } else {
-            format!("/upstreams/{}/{path}", self.upstream)
-        };
         Failure::Fatal(RegisterError::Refused {
             request: format!("{method} {path}"),
             admin: self.admin_display(),
@@ -370,14 +372,20 @@ impl Registration {
         })
     }
 
-    /// Send one request; a transport failure (refused, timeout, reset) is worth retrying.
+    /// Send one request, bounded by what is left until `deadline` (at least [`MIN_REQUEST`]);
+    /// a transport failure (refused, timeout, reset) is worth retrying.
     async fn send(
         &self,
         method: Method,
         url: Url,
         body: Option<&Value>,
+        deadline: Instant,
     ) -> Result<(StatusCode, Value), Failure> {
-        let mut request = self.client.request(method.clone(), url);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut request = self
+            .client
+            .request(method.clone(), url)
+            .timeout(left.clamp(MIN_REQUEST, REQUEST_TIMEOUT));
         if let Some(body) = body {
             request = request.json(body);
         }

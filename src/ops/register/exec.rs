@@ -328,13 +328,18 @@ async fn stop(
     if let Some(Err(err)) = pid.map(|pid| kill(pid, Signal::SIGTERM)) {
         tracing::debug!(error = %err, "stopping the child");
     }
+    let forward = |sig| {
+        if let Some(Err(err)) = pid.map(|pid| kill(pid, sig)) {
+            tracing::debug!(error = %err, "forwarding the signal");
+        }
+    };
     let grace = tokio::time::sleep(STOP_GRACE);
     tokio::pin!(grace);
     loop {
         tokio::select! {
             status = child.wait() => return status.ok(),
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+            _ = term.recv() => forward(Signal::SIGTERM),
+            _ = int.recv() => forward(Signal::SIGINT),
             () = &mut grace => break,
         }
     }
