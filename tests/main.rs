@@ -50,3 +50,6 @@ mod plugins;
 mod clean;
 // `gwctl setup obs` against an OpenObserve stand-in; the compose collector config.
 mod setup_obs;
+// `gwctl register` inside test-made network namespaces (address choice, registration over a veth,
+// exec mode with signals) and against an in-process gateway.
+mod register;

@@ -11,7 +11,7 @@
 # Environment:
 #   GWCTL_TEST_SERVICES  space-separated components to install/start before the tests (default:
 #                        the SERVICES list below; set it empty to start none). Known: postgres
-#                        redis podman promtool newman pyjwt rotel kongclient.
+#                        redis podman promtool newman pyjwt rotel kongclient netns.
 #   GWCTL_TEST_RUNNER    `nextest` or `cargo` (default: nextest when cargo-nextest is installed).
 #   CARGO_TARGET_DIR     respected as usual.
 #
@@ -26,11 +26,13 @@
 #   rotel     GWCTL_TEST_ROTEL=path to the rotel-agent binary (OTLP receiver)
 #   kongclient GWCTL_TEST_KONG_CLIENT_PYTHON=tests/.tools/venv-kongclient/bin/python (imports
 #             `kong` from aio-kong, and `cryptography`); tests/kong_client.rs needs it.
+#   netns     GWCTL_TEST_NETNS=1 once `ip netns` is checked to work (needs root: the tests create
+#             namespaces and veths themselves); tests/register.rs needs it, and python3.
 set -euo pipefail
 
 # Components enabled by default: what the Rust tests need. Later issues add the names they need
 # here, e.g. "postgres redis podman promtool newman pyjwt rotel".
-SERVICES="${GWCTL_TEST_SERVICES-postgres redis kongclient pyjwt podman promtool}"
+SERVICES="${GWCTL_TEST_SERVICES-postgres redis kongclient pyjwt podman promtool netns}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/tests/.tools" # cache of npm/pip installs; ignores itself (see ensure_tools_dir)
@@ -243,6 +245,21 @@ need_kongclient() {
     export GWCTL_TEST_KONG_CLIENT_PYTHON="$py"
 }
 
+# Network namespaces for tests/register.rs. The test processes run `ip netns` themselves, so
+# they need root (sudo here would not help them); the exec-mode tests run python3 as the child.
+need_netns() {
+    [[ $EUID -eq 0 ]] ||
+        die "the netns component needs root: the tests create network namespaces themselves (run as root, or leave netns out of GWCTL_TEST_SERVICES)"
+    have ip || apt_install iproute2
+    have python3 || apt_install python3
+    local probe="gwctl-probe-$$"
+    ip netns add "$probe" >/dev/null 2>&1 ||
+        die "'ip netns add' failed: network namespaces are not available on this machine"
+    ip netns del "$probe" || die "'ip netns del $probe' failed"
+    export GWCTL_TEST_NETNS=1
+    log "netns: ip netns works ($(ip -V 2>&1 | head -n1))"
+}
+
 # ---------------------------------------------------------------------------------------------
 # start_*: start one throwaway service on a free loopback port, export its URL, register cleanup.
 
@@ -329,6 +346,7 @@ enable() {
     pyjwt) need_pyjwt ;;
     rotel) need_rotel ;;
     kongclient) need_kongclient ;;
+    netns) need_netns ;;
     nginx) need_nginx ;;
     wrk) need_wrk ;;
     *) die "unknown component in GWCTL_TEST_SERVICES: $1" ;;

@@ -7,6 +7,7 @@ pub mod echo;
 pub mod gateway;
 pub mod otlp;
 pub mod openobserve;
+pub mod netns;
 pub mod pg;
 pub mod pg_backend;
 pub mod raw;

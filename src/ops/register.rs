@@ -1,1 +1,0 @@
-//! `gwctl register`: pick this host's address on a network and register it as an upstream target.
