@@ -50,3 +50,5 @@ mod plugins;
 mod clean;
 // `gwctl setup obs` against an OpenObserve stand-in; the compose collector config.
 mod setup_obs;
+// `gwctl setup kong`: convergence on both stores, the CLI, and the Kong dialect (recorded Kong 3.9).
+mod setup_kong;

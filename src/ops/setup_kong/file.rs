@@ -535,7 +535,7 @@ impl Walker {
                     for (i, item) in items.iter().enumerate() {
                         self.entity(
                             child_kind,
-                            &item,
+                            item,
                             format!("{cpath}[{i}]"),
                             Some((kind, name.clone())),
                         );

@@ -11,9 +11,14 @@
 //!   jwt plugin verified from `kong.ctx.shared.authenticated_jwt_token` (set by Kong's jwt
 //!   handler only for a verified, non-anonymous token), decodes the claims, and sets the
 //!   configured headers with `kong.service.request.set_header`, after clearing them so a client
-//!   can never send them itself. The Lua uses only `kong` and the pure functions of Kong's
-//!   default `untrusted_lua = sandbox` environment (no `require`, no `table.concat`, no `bit`),
-//!   so it runs on a stock Kong.
+//!   can never send them itself. Values follow jwt-claim-headers (strings as they are, null or
+//!   missing claims absent, values that are not header text skipped, other values as compact
+//!   JSON), except that an object claim keeps the token's key order where gwctl sorts the keys.
+//!   The Lua uses only `kong` and the pure functions of Kong's default `untrusted_lua = sandbox`
+//!   environment (no `require`, no `table.concat`, no `bit`), so it runs on a stock Kong.
+//! - The difference that remains: the post-function runs last (priority -1000) where
+//!   jwt-claim-headers runs right after jwt (1449), so on Kong plugins between them (e.g.
+//!   request-transformer) do not see the claim headers.
 //! - `response-compression` and `circuit-breaker` are gwctl's own, with no Kong equivalent: a
 //!   file using them is refused for Kong, naming each one, before anything is changed.
 //!
@@ -69,8 +74,7 @@ impl ServerInfo {
         };
         if dialect == Dialect::Kong && !version.starts_with("3.") {
             return Err(SetupKongError::Unsupported(format!(
-                "setup kong supports Kong 3.x; the Admin API reports version {:?}",
-                version
+                "setup kong supports Kong 3.x; the Admin API reports version {version:?}"
             )));
         }
         let available_plugins = root
@@ -439,7 +443,9 @@ return function()
   for i = 1, #CLAIMS do
     local value = claims[CLAIMS[i][1]]
     local header = CLAIMS[i][2]
-    if value ~= nil then
+    -- Like jwt-claim-headers, only values that are valid header text (no control characters
+    -- but tab).
+    if value ~= nil and not string.find(value, "[%z\1-\8\10-\31\127]") then
       local key = string.lower(header)
       -- Two claims for one header: both values, as jwt-claim-headers sends them.
       if done[key] then
