@@ -828,6 +828,18 @@ async fn cli_errors_exit_1_with_one_line_per_cause() {
     );
     assert!(!o.all().contains("wrong-token"));
 
+    // The proxy's URL instead of the Admin API's: refused, with a hint.
+    let o = gwctl_setup(&["-f", f, "--admin-url", &api.proxy, "--wait", "60"], &envs).await;
+    assert_eq!(o.code, Some(1), "{}", o.all());
+    assert_eq!(
+        o.stderr.lines().next().unwrap(),
+        format!(
+            "error: the Admin API at {} refused GET /: 404: no Route matched with those values \
+             (is this the Admin API's URL, not the proxy's?)",
+            api.proxy
+        )
+    );
+
     // Nothing listening: waits --wait seconds, then fails.
     let dead = format!("http://{}", refused_addr());
     let o = gwctl_setup(&["-f", f, "--admin-url", &dead, "--wait", "1"], &envs).await;

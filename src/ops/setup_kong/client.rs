@@ -320,6 +320,7 @@ impl AdminClient {
                 Ok((status, body)) => {
                     let hint = match status {
                         401 | 403 => " (check --admin-token / GWCTL_ADMIN_TOKEN)",
+                        404 => " (is this the Admin API's URL, not the proxy's?)",
                         _ => "",
                     };
                     Err(Attempt::Fatal(format!(
