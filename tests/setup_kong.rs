@@ -787,6 +787,17 @@ async fn cli_errors_exit_1_with_one_line_per_cause() {
     let o = gwctl_setup(&base, &[]).await;
     assert_eq!(o.code, Some(2), "{}", o.all());
 
+    // No such file: the cause on its own line.
+    let o = gwctl_setup(&[&base[..], &["-f", "/nonexistent/kong.yml"]].concat(), &[]).await;
+    assert_eq!(o.code, Some(1), "{}", o.all());
+    assert_eq!(
+        o.stderr.lines().collect::<Vec<_>>(),
+        vec![
+            "error: cannot read /nonexistent/kong.yml",
+            "  caused by: No such file or directory (os error 2)"
+        ]
+    );
+
     // A variable the file needs is not set: nothing is contacted.
     let o = gwctl_setup(&[&base[..], &["-f", f]].concat(), &[("API_KEY", API_KEY)]).await;
     assert_eq!(o.code, Some(1), "{}", o.all());

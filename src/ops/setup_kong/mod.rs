@@ -298,7 +298,7 @@ impl Report {
 #[derive(Debug, thiserror::Error)]
 pub enum SetupKongError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: String,
