@@ -53,3 +53,5 @@ mod setup_obs;
 // `gwctl register` inside test-made network namespaces (address choice, registration over a veth,
 // exec mode with signals) and against an in-process gateway.
 mod register;
+// `gwctl setup kong`: convergence on both stores, the CLI, and the Kong dialect (recorded Kong 3.9).
+mod setup_kong;

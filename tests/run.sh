@@ -11,7 +11,7 @@
 # Environment:
 #   GWCTL_TEST_SERVICES  space-separated components to install/start before the tests (default:
 #                        the SERVICES list below; set it empty to start none). Known: postgres
-#                        redis podman promtool newman pyjwt rotel kongclient netns.
+#                        redis podman promtool newman pyjwt rotel kongclient netns luajit.
 #   GWCTL_TEST_RUNNER    `nextest` or `cargo` (default: nextest when cargo-nextest is installed).
 #   CARGO_TARGET_DIR     respected as usual.
 #
@@ -24,6 +24,7 @@
 #   newman    GWCTL_TEST_NEWMAN=tests/.tools/node_modules/.bin/newman
 #   pyjwt     GWCTL_TEST_PYTHON=tests/.tools/venv/bin/python (imports `jwt` and `cryptography`)
 #   rotel     GWCTL_TEST_ROTEL=path to the rotel-agent binary (OTLP receiver)
+#   luajit    GWCTL_TEST_LUAJIT=path to luajit (runs setup kong's post-function Lua in Kong's sandbox)
 #   kongclient GWCTL_TEST_KONG_CLIENT_PYTHON=tests/.tools/venv-kongclient/bin/python (imports
 #             `kong` from aio-kong, and `cryptography`); tests/kong_client.rs needs it.
 #   netns     GWCTL_TEST_NETNS=1 once `ip netns` is checked to work (needs root: the tests create
@@ -32,7 +33,7 @@ set -euo pipefail
 
 # Components enabled by default: what the Rust tests need. Later issues add the names they need
 # here, e.g. "postgres redis podman promtool newman pyjwt rotel".
-SERVICES="${GWCTL_TEST_SERVICES-postgres redis kongclient pyjwt podman promtool netns}"
+SERVICES="${GWCTL_TEST_SERVICES-postgres redis kongclient pyjwt podman promtool netns luajit}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/tests/.tools" # cache of npm/pip installs; ignores itself (see ensure_tools_dir)
@@ -145,6 +146,11 @@ need_nginx() { have nginx || [[ -x /usr/sbin/nginx ]] || apt_install nginx; }
 need_wrk() { have wrk || apt_install wrk; }
 need_redis() { if ! have redis-server || ! have redis-cli; then apt_install redis-server; fi; }
 need_promtool() { have promtool || apt_install prometheus; }
+need_luajit() {
+    have luajit || apt_install luajit
+    GWCTL_TEST_LUAJIT="$(command -v luajit)"
+    export GWCTL_TEST_LUAJIT
+}
 
 PG_BIN=""
 need_postgres() {
@@ -347,6 +353,7 @@ enable() {
     rotel) need_rotel ;;
     kongclient) need_kongclient ;;
     netns) need_netns ;;
+    luajit) need_luajit ;;
     nginx) need_nginx ;;
     wrk) need_wrk ;;
     *) die "unknown component in GWCTL_TEST_SERVICES: $1" ;;

@@ -5,9 +5,9 @@
 pub mod admin;
 pub mod echo;
 pub mod gateway;
-pub mod otlp;
 pub mod openobserve;
 pub mod netns;
+pub mod otlp;
 pub mod pg;
 pub mod pg_backend;
 pub mod raw;
