@@ -1043,7 +1043,14 @@ async fn compose_gateway_yml_applies_cleanly_and_converges() {
     let (gw, api) = gateway(None).await;
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("compose/gateway.yml");
     let f = file.to_str().unwrap();
-    let o = gwctl_setup(&["-f", f, "--admin-url", &api.base], &[]).await;
+    // The stack's file reads its secrets and the collector's URLs from the environment.
+    let env = [
+        ("JWT_KEY", "stack-issuer"),
+        ("JWT_SECRET", "stack-secret-0123456789abcdef0123456789"),
+        ("OTEL_TRACES_ENDPOINT", "http://127.0.0.1:9/v1/traces"),
+        ("OTEL_LOGS_ENDPOINT", "http://127.0.0.1:9/v1/logs"),
+    ];
+    let o = gwctl_setup(&["-f", f, "--admin-url", &api.base], &env).await;
     assert_eq!(o.code, Some(0), "{}", o.all());
     let summary = o.out.last().unwrap().clone();
     assert!(
@@ -1053,7 +1060,11 @@ async fn compose_gateway_yml_applies_cleanly_and_converges() {
     );
     assert!(!summary.starts_with("0 created"), "{}", o.all());
     let n: usize = summary.split(' ').next().unwrap().parse().unwrap();
-    let o = gwctl_setup(&["-f", f, "--admin-url", &api.base, "--prune"], &[]).await;
+    let o = gwctl_setup(&["-f", f, "--admin-url", &api.base, "--prune"], &env).await;
+    // Without the variables it refuses, naming the first one missing.
+    let o2 = gwctl_setup(&["-f", f, "--admin-url", &api.base], &[]).await;
+    assert_eq!(o2.code, Some(1), "{}", o2.all());
+    assert!(o2.all().contains("JWT_KEY"), "{}", o2.all());
     assert_eq!(o.code, Some(0), "{}", o.all());
     assert_eq!(
         o.out,

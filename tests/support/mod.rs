@@ -5,8 +5,8 @@
 pub mod admin;
 pub mod echo;
 pub mod gateway;
-pub mod openobserve;
 pub mod netns;
+pub mod openobserve;
 pub mod otlp;
 pub mod pg;
 pub mod pg_backend;
