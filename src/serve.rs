@@ -121,8 +121,48 @@ async fn wait_for_signal() {
 /// to run the gateway in-process).
 pub async fn run_until(
     options: ServeOptions,
+    shutdown: watch::Receiver<bool>,
+    on_bound: impl FnOnce(&Bound),
+) -> anyhow::Result<()> {
+    run_inner(options, shutdown, on_bound, true).await
+}
+
+/// Like [`run_until`], without the `listening` line: for embedders that announce the gateway
+/// themselves once more is ready (`gwctl up`, see [`log_listening`]).
+pub async fn run_embedded(
+    options: ServeOptions,
+    shutdown: watch::Receiver<bool>,
+    on_bound: impl FnOnce(&Bound),
+) -> anyhow::Result<()> {
+    run_inner(options, shutdown, on_bound, false).await
+}
+
+/// Log CONTRACT.md's `listening proxy=ADDR admin=ADDR status=ADDR` line for `bound`.
+pub fn log_listening(bound: &Bound) {
+    let join = |addrs: &[SocketAddr]| {
+        addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    if !bound.proxy_tls.is_empty() {
+        tracing::info!(proxy_tls = %join(&bound.proxy_tls), "listening");
+    }
+    tracing::info!(
+        proxy = %join(&bound.proxy),
+        admin = %show(bound.admin),
+        status = %show(bound.status),
+        "listening"
+    );
+}
+
+async fn run_inner(
+    options: ServeOptions,
     mut shutdown: watch::Receiver<bool>,
     on_bound: impl FnOnce(&Bound),
+    announce: bool,
 ) -> anyhow::Result<()> {
     let trusted = parse_trusted(&options.trusted_ips)?;
     let node_id = uuid::Uuid::new_v4();
@@ -304,23 +344,9 @@ pub async fn run_until(
     }
     proxy_up.store(true, Ordering::Release);
 
-    let join = |addrs: &[SocketAddr]| {
-        addrs
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
-    if !bound.proxy_tls.is_empty() {
-        tracing::info!(proxy_tls = %join(&bound.proxy_tls), "listening");
+    if announce {
+        log_listening(&bound);
     }
-    tracing::info!(
-        proxy = %join(&bound.proxy),
-        admin = %show(bound.admin),
-        status = %show(bound.status),
-        "listening"
-    );
     on_bound(&bound);
 
     stopped(&mut shutdown).await;

@@ -378,6 +378,10 @@ main() {
     cargo) cmd=(cargo test --workspace --no-fail-fast --tests "$@") ;;
     *) die "GWCTL_TEST_RUNNER must be nextest or cargo, not '$runner'" ;;
     esac
+    # The sample services' executables (next to gwctl in the target dir): tests of `gwctl up`
+    # and of the whole stack run them as real processes.
+    log "building the workspace's binaries"
+    cargo build --workspace --bins
     log "services: ${SERVICES:-none}; running: ${cmd[*]}"
     local rc=0
     "${cmd[@]}" || rc=$?

@@ -9,5 +9,6 @@ pub mod progress;
 pub mod register;
 pub mod setup_kong;
 pub mod setup_obs;
+pub mod up;
 
 pub use progress::{Outcome, Reporter};
