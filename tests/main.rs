@@ -36,6 +36,8 @@ mod malformed;
 mod timeouts;
 // The CLI contract: --version, health, serve with a bad config, exit codes.
 mod cli;
+// `gwctl up`: the sample system from the real binaries.
+mod up;
 // `gwctl migrate up|status` against a real Postgres: idempotence, concurrency, newer schema.
 mod migrate;
 // Postgres mode: two nodes on one database, lost notifications, a database outage under load.

@@ -1,0 +1,163 @@
+//! `gwctl up` with the real binaries: the gateway, two replicas of each sample service
+//! registered through `gwctl register`, the stack's routes; login, alerts, round-robin; Ctrl-C
+//! stops everything.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The sample services' executables next to the gwctl under test (tests/run.sh builds them).
+pub fn service_dir() -> PathBuf {
+    let gwctl = PathBuf::from(env!("CARGO_BIN_EXE_gwctl"));
+    let dir = gwctl.parent().expect("target dir").to_path_buf();
+    for b in ["auth-service", "monitor-service"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} missing: build the workspace's binaries first (`cargo build --workspace --bins`; \
+             tests/run.sh does)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// The value of `key=` in a text log line.
+fn field(line: &str, key: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_the_sample_system_and_ctrl_c_stops_it() {
+    service_dir();
+    let otlp = crate::support::otlp::OtlpReceiver::start().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gwctl"))
+        .args(["--log-format", "text", "up", "--replicas", "2"])
+        .args(["--proxy-listen", "127.0.0.1:0"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.url())
+        .env_remove("GWCTL_LOG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn gwctl up");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let sink = Arc::clone(&lines);
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = err.next_line().await {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    let listening = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Ok(Some(l)) = out.next_line().await {
+            lines.lock().unwrap().push(l.clone());
+            if l.contains("listening") && l.contains("proxy=") {
+                return Some(l);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some(listening) = listening else {
+        panic!("no listening line; output: {:#?}", lines.lock().unwrap());
+    };
+    let sink = Arc::clone(&lines);
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = out.next_line().await {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    let proxy = field(&listening, "proxy").expect("proxy=");
+    assert!(field(&listening, "admin").is_some(), "{listening}");
+    let base = format!("http://{proxy}");
+    let http = reqwest::Client::new();
+
+    // Login with the default demo account.
+    let r = http
+        .post(format!("{base}/api/auth/login"))
+        .json(&serde_json::json!({"username": "demo", "password": "demo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let token = r.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned();
+    let r = http
+        .post(format!("{base}/api/auth/login"))
+        .json(&serde_json::json!({"username": "demo", "password": "wrong"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Alerts: with the token the service sees the user; without it the gateway answers.
+    let r = http
+        .get(format!("{base}/api/monitor/alerts"))
+        .bearer_auth(&token)
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["user"], "demo", "{body}");
+    assert_eq!(body["alerts"].as_array().map(Vec::len), Some(2), "{body}");
+    let r = http
+        .get(format!("{base}/api/monitor/alerts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Round-robin over the two auth replicas.
+    let mut seen = HashSet::new();
+    for _ in 0..6 {
+        let r = http
+            .get(format!("{base}/api/auth/health"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        seen.insert(
+            r.headers()["x-app-instance-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
+    // Ctrl-C: everything stops, exit 0.
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
+        .await
+        .expect("gwctl up stops within 40 s")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{:#?}", lines.lock().unwrap());
+    assert!(
+        tokio::net::TcpStream::connect(proxy.as_str()).await.is_err(),
+        "the proxy still accepts connections"
+    );
+    let text = lines.lock().unwrap().join("\n");
+    assert!(!text.contains("jwt_secret") && !text.contains("JWT_SECRET="), "{text}");
+}
