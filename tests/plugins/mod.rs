@@ -8,6 +8,7 @@ mod framework;
 mod ip_restriction;
 mod jwt;
 mod key_auth;
+mod opentelemetry;
 mod rate_limiting;
 mod request_size_limiting;
 mod request_transformer;

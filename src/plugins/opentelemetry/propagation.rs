@@ -571,7 +571,7 @@ fn set(headers: &mut HeaderMap, name: &HeaderName, value: String) {
     }
 }
 
-fn sized_trace<'a>(ctx: &'a Outgoing, format: Format) -> &'a [u8] {
+fn sized_trace(ctx: &Outgoing, format: Format) -> &[u8] {
     let sizes = format.trace_id_sizes();
     let size = if sizes.contains(&ctx.trace_id_len) {
         ctx.trace_id_len
