@@ -20,7 +20,11 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.replicas >= 1, "--replicas must be at least 1");
     // The default demo password is public (CONTRACT: said in the start-up output); a password
     // the user chose is never printed.
-    let shown = if args.user == "demo:demo" { "demo" } else { "..." };
+    let shown = if args.user == "demo:demo" {
+        "demo"
+    } else {
+        "..."
+    };
     let gwctl = std::env::current_exe().context("locating the gwctl executable")?;
     let services_dir = gwctl
         .parent()

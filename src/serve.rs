@@ -42,6 +42,8 @@ const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 const PUBLISH_COALESCE: Duration = Duration::from_millis(5);
 /// Time a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for the telemetry exporters to send what they hold.
+const TELEMETRY_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Options for [`run`], built by the CLI from flags and environment.
 #[derive(Debug, Clone)]
@@ -178,6 +180,9 @@ async fn run_inner(
     registry.add(Arc::new(crate::plugins::prometheus::Kind::new(Arc::clone(
         &prometheus,
     ))));
+    // The opentelemetry exporters report this node's id, and are flushed on shutdown.
+    let otel = Arc::new(crate::plugins::opentelemetry::Kind::new(node_id));
+    registry.add(Arc::clone(&otel) as Arc<dyn crate::plugins::PluginKind>);
     let registry = Arc::new(registry);
     let plugins: Arc<dyn PluginSchemas> = Arc::clone(&registry) as Arc<dyn PluginSchemas>;
     let config: Arc<dyn Store> = match &options.database_url {
@@ -355,6 +360,11 @@ async fn run_inner(
     // requests within the drain timeout.
     for done in finished {
         let _ = done.await;
+    }
+    // Every request has been logged: send what the telemetry exporters still hold.
+    let flush_deadline = tokio::time::Instant::now() + TELEMETRY_FLUSH_TIMEOUT;
+    if !otel.flush(flush_deadline).await {
+        tracing::warn!(timeout = ?TELEMETRY_FLUSH_TIMEOUT, "telemetry flush timed out; queued spans or logs lost");
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while tasks.join_next().await.is_some() {}

@@ -144,20 +144,27 @@ async fn up_runs_the_sample_system_and_ctrl_c_stops_it() {
 
     // Ctrl-C: everything stops, exit 0.
     let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
         .await
         .expect("gwctl up stops within 40 s")
         .unwrap();
     assert_eq!(status.code(), Some(0), "{:#?}", lines.lock().unwrap());
     assert!(
-        tokio::net::TcpStream::connect(proxy.as_str()).await.is_err(),
+        tokio::net::TcpStream::connect(proxy.as_str())
+            .await
+            .is_err(),
         "the proxy still accepts connections"
     );
     let text = lines.lock().unwrap().join("\n");
-    assert!(!text.contains("jwt_secret") && !text.contains("JWT_SECRET="), "{text}");
+    assert!(
+        !text.contains("jwt_secret") && !text.contains("JWT_SECRET="),
+        "{text}"
+    );
 }

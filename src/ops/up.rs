@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 use std::process::Stdio;
 use std::time::Duration;
+use std::time::Instant;
 
 use anyhow::Context;
 use tokio::io::AsyncWriteExt;
@@ -96,9 +96,12 @@ pub async fn run(
     let jwt_key = "gwctl-up".to_owned();
     let jwt_secret = random_hex(32);
     let users = dir.0.join("users.txt");
-    let hash = hash_password(&options.services_dir.join("auth-service"), &options.password)
-        .await
-        .context("hashing the demo password")?;
+    let hash = hash_password(
+        &options.services_dir.join("auth-service"),
+        &options.password,
+    )
+    .await
+    .context("hashing the demo password")?;
     write_private(&users, &format!("{}:{hash}\n", options.user))?;
     let config = dir.0.join("gateway.yml");
     std::fs::write(&config, STACK_CONFIG).context("writing the stack configuration")?;
@@ -135,7 +138,10 @@ pub async fn run(
             "OTEL_TRACES_ENDPOINT",
             format!("{}/v1/traces", options.otlp_endpoint),
         ),
-        ("OTEL_LOGS_ENDPOINT", format!("{}/v1/logs", options.otlp_endpoint)),
+        (
+            "OTEL_LOGS_ENDPOINT",
+            format!("{}/v1/logs", options.otlp_endpoint),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -214,7 +220,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> std::io::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("gwctl-up-{}-{}", std::process::id(), random_hex(4)));
+        let dir =
+            std::env::temp_dir().join(format!("gwctl-up-{}-{}", std::process::id(), random_hex(4)));
         std::fs::create_dir_all(&dir)?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
@@ -230,7 +237,9 @@ impl Drop for TempDir {
 
 /// `n` random bytes as hex.
 fn random_hex(n: usize) -> String {
-    (0..n).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+    (0..n)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 /// Write a file only its owner can read.
@@ -271,7 +280,10 @@ async fn hash_password(auth_service: &Path, password: &str) -> anyhow::Result<St
         String::from_utf8_lossy(&out.stderr).trim()
     );
     let hash = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    anyhow::ensure!(hash.starts_with('$'), "auth-service hash-password printed no hash");
+    anyhow::ensure!(
+        hash.starts_with('$'),
+        "auth-service hash-password printed no hash"
+    );
     Ok(hash)
 }
 

@@ -91,6 +91,8 @@ pub struct Ctx {
     pub started: Instant,
     /// The method sent upstream (the client's unless a plugin changes it).
     pub method: Method,
+    /// The client's HTTP version.
+    pub version: http::Version,
     /// The normalized request path as the client sent it.
     pub path: String,
     /// The query string sent upstream, without `?` (the client's unless a plugin changes it).

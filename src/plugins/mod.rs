@@ -28,6 +28,7 @@ pub mod ip_restriction;
 pub mod jwt;
 pub mod jwt_claim_headers;
 pub mod key_auth;
+pub mod opentelemetry;
 pub mod prometheus;
 pub mod rate_limiting;
 pub mod request_size_limiting;
@@ -159,6 +160,7 @@ impl Registry {
         r.add(Arc::new(prometheus::Kind::default()));
         r.add(Arc::new(jwt::Kind));
         r.add(Arc::new(jwt_claim_headers::Kind));
+        r.add(Arc::new(opentelemetry::Kind::default()));
         r
     }
 

@@ -286,6 +286,7 @@ impl Proxy {
             request_id: Arc::from(request_id_text),
             started: start,
             method: parts.method.clone(),
+            version: parts.version,
             path: req.path.to_string(),
             query: parts.uri.query().map(str::to_owned),
             headers: std::mem::take(&mut parts.headers),

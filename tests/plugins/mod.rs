@@ -8,6 +8,7 @@ mod framework;
 mod ip_restriction;
 mod jwt;
 mod key_auth;
+mod opentelemetry;
 mod prometheus;
 mod rate_limiting;
 mod request_size_limiting;
