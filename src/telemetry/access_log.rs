@@ -182,7 +182,10 @@ impl AccessLog {
                     Some(p) => match OpenOptions::new().append(true).create(true).open(&p) {
                         Ok(f) => Box::new(f),
                         Err(e) => {
-                            let _ = opened_tx.send(Err(e));
+                            // Past the wait nobody reports it to the caller: log it here.
+                            if let Err(mpsc::SendError(Err(e))) = opened_tx.send(Err(e)) {
+                                tracing::error!(path = %p.display(), error = %e, "cannot open the access log; its lines are dropped");
+                            }
                             return;
                         }
                     },
@@ -308,9 +311,8 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut out: Box<dyn Write>) {
         loop {
-            let msg = match self.rx.recv() {
-                Ok(m) => m,
-                Err(_) => break,
+            let Ok(msg) = self.rx.recv() else {
+                break;
             };
             let mut stopping = matches!(msg, Msg::Stop);
             if let Msg::Line(r) = msg {
