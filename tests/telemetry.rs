@@ -504,6 +504,26 @@ async fn a_blocked_access_log_never_blocks_requests_and_counts_its_drops() {
         "{dropped} of {REQUESTS} lines dropped (at most {kept_at_most} can be kept)"
     );
     eprintln!("{REQUESTS} requests in {elapsed:?}, slowest {slowest:?}, {dropped} lines dropped");
+    // The status listener's /metrics reports the (process-wide) counter.
+    let metrics = c
+        .get(format!("{}/metrics", gw.status_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let reported: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gwctl_telemetry_dropped_total{signal=\"access_log\"} "))
+        .unwrap_or_else(|| panic!("no access_log drop counter in /metrics:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        reported >= before + dropped,
+        "{reported} < {before} + {dropped}"
+    );
     // Shutdown gives up on the blocked writer within its bound instead of hanging.
     gw.stop().await;
 }
