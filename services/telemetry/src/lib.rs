@@ -157,6 +157,7 @@ impl TelemetryConfig {
     ///   `/v1/traces` / `/v1/logs`; `OTEL_TRACES_EXPORTER=none` / `OTEL_LOGS_EXPORTER=none` or
     ///   `OTEL_SDK_DISABLED=true` turn a signal off; headers and timeouts
     ///   (`OTEL_EXPORTER_OTLP_HEADERS`, `..._TIMEOUT`) are read by the exporter itself;
+    /// - `OTEL_SERVICE_NAME` replaces `service_name`;
     /// - `CONSOLE_LOG_LEVEL` or `LOG_LEVEL` for the console, `OTEL_LOG_LEVEL` for exported logs
     ///   (default `info` each).
     pub fn from_env(
@@ -196,6 +197,9 @@ impl TelemetryConfig {
             })
         };
         let mut config = Self::new(service_name, service_version);
+        if let Some(name) = var("OTEL_SERVICE_NAME") {
+            config.service_name = name;
+        }
         config.traces_endpoint = endpoint("traces", "TRACES");
         config.logs_endpoint = endpoint("logs", "LOGS");
         if let Some(level) = var("CONSOLE_LOG_LEVEL").or_else(|| var("LOG_LEVEL")) {
@@ -469,6 +473,9 @@ mod tests {
     fn endpoints_follow_the_otlp_spec() {
         let c = TelemetryConfig::from_vars("s", "1", vars(&[])).unwrap();
         assert_eq!((c.traces_endpoint, c.logs_endpoint), (None, None));
+        assert_eq!(c.service_name, "s");
+        let c = TelemetryConfig::from_vars("s", "1", vars(&[("OTEL_SERVICE_NAME", "monitor")]));
+        assert_eq!(c.unwrap().service_name, "monitor");
 
         let c = TelemetryConfig::from_vars(
             "s",
