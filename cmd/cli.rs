@@ -90,6 +90,14 @@ pub(crate) struct ServeArgs {
     /// Peers whose X-Forwarded-* headers are trusted (IPs or CIDRs, comma-separated).
     #[arg(long, env = "GWCTL_TRUSTED_IPS", value_delimiter = ',')]
     pub(crate) trusted_ips: Vec<String>,
+    /// JSON access log, one line per request: a file path (appended to), `stdout`, or `off`.
+    #[arg(
+        long,
+        env = "GWCTL_ACCESS_LOG",
+        default_value = "off",
+        value_name = "PATH|stdout|off"
+    )]
+    pub(crate) access_log: gwctl::telemetry::access_log::AccessLogTarget,
 }
 
 #[derive(Debug, Args)]

@@ -20,6 +20,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         workers: args.workers.unwrap_or(0),
         drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
         trusted_ips: args.trusted_ips,
+        access_log: gwctl::telemetry::access_log::AccessLogConfig {
+            target: args.access_log,
+            ..Default::default()
+        },
     };
     // The control plane (status and admin APIs, health checks, config reloads) runs on this
     // thread; `serve` starts one proxy thread per worker with its own event loop.

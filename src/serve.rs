@@ -30,6 +30,7 @@ use crate::proxy::{ConnInfo, Proxy, Stats};
 use crate::snapshot::SnapshotStore;
 use crate::status::StatusState;
 use crate::store::{Entity, HealthOverride, MemoryStore, PgStore, Store, Tables};
+use crate::telemetry::access_log::{AccessLog, AccessLogConfig};
 
 /// The declarative configuration used when `--config` is not given (DB-less).
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.yml");
@@ -44,6 +45,8 @@ const PUBLISH_COALESCE: Duration = Duration::from_millis(5);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the telemetry exporters to send what they hold.
 const TELEMETRY_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for the access log to write what is queued.
+const ACCESS_LOG_FLUSH: Duration = Duration::from_secs(2);
 
 /// Options for [`run`], built by the CLI from flags and environment.
 #[derive(Debug, Clone)]
@@ -72,6 +75,8 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
     /// Peers whose forwarding headers are trusted (IPs or CIDRs).
     pub trusted_ips: Vec<String>,
+    /// The JSON access log (off by default).
+    pub access_log: AccessLogConfig,
 }
 
 /// Bound addresses, reported once every listener is up.
@@ -246,6 +251,7 @@ async fn run_inner(
     ));
     let health_follower = tokio::spawn(follow_health(Arc::clone(&config), Arc::clone(&store)));
 
+    let access_log = AccessLog::open(&options.access_log)?;
     let stats = Arc::new(Stats::default());
     let proxy_up = Arc::new(AtomicBool::new(false));
     let status_state = StatusState {
@@ -310,7 +316,12 @@ async fn run_inner(
     // connection pool; the snapshot and the counters are shared.
     let mut finished = Vec::new();
     for (index, listeners) in per_worker.into_iter().enumerate() {
-        let proxy = Proxy::new(Arc::clone(&store), Arc::clone(&stats), trusted.clone());
+        let proxy = Proxy::with_access_log(
+            Arc::clone(&store),
+            Arc::clone(&stats),
+            trusted.clone(),
+            access_log.clone(),
+        );
         let stats = Arc::clone(&stats);
         let shutdown = shutdown.clone();
         let drain = options.drain_timeout;
@@ -374,8 +385,30 @@ async fn run_inner(
     publisher.abort();
     health_follower.abort();
     store.shutdown();
+    if let Some(log) = access_log {
+        close_access_log(log).await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Write what the access log still queues (bounded: a blocked destination is abandoned) and
+/// report its counts.
+async fn close_access_log(log: Arc<AccessLog>) {
+    let closed = tokio::task::spawn_blocking(move || log.close(ACCESS_LOG_FLUSH)).await;
+    let dropped = crate::telemetry::DROPS.access_log.load(Ordering::Relaxed);
+    match closed {
+        Ok(c) if c.flushed => {
+            tracing::info!(written = c.written, dropped, "access log closed");
+        }
+        Ok(c) => tracing::warn!(
+            written = c.written,
+            dropped,
+            timeout = ?ACCESS_LOG_FLUSH,
+            "access log not flushed in time (its destination blocks); queued lines are lost"
+        ),
+        Err(e) => tracing::warn!(error = %e, "closing the access log failed"),
+    }
 }
 
 /// One proxy worker's event loop: accept on its listeners until shutdown, then drain.

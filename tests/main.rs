@@ -57,3 +57,5 @@ mod setup_obs;
 mod register;
 // `gwctl setup kong`: convergence on both stores, the CLI, and the Kong dialect (recorded Kong 3.9).
 mod setup_kong;
+// issue 5 §3/§4: gwctl's request-scoped log lines, the JSON access log, svc-telemetry.
+mod telemetry;

@@ -122,6 +122,7 @@ pub async fn run(
         workers: 2,
         drain_timeout: Duration::from_secs(5),
         trusted_ips: Vec::new(),
+        access_log: Default::default(),
     };
     let gateway = tokio::spawn(crate::serve::run_embedded(serve, gw_rx, move |b| {
         let _ = bound_tx.send(b.clone());

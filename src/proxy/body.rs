@@ -204,6 +204,8 @@ pub enum ProxyBody {
     Upstream(Box<UpstreamBody>),
     /// A body passing through plugins' body filters and log phase.
     Plugins(Box<crate::plugins::body::PluginBody>),
+    /// A body whose end queues the access log line (only when the access log is on).
+    Access(Box<crate::telemetry::access_log::AccessBody>),
 }
 
 impl ProxyBody {
@@ -235,6 +237,7 @@ impl Body for ProxyBody {
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Upstream(body) => Pin::new(body.as_mut()).poll_frame(cx),
             Self::Plugins(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            Self::Access(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -243,6 +246,7 @@ impl Body for ProxyBody {
             Self::Full(b) => b.is_none(),
             Self::Upstream(body) => body.is_end_stream(),
             Self::Plugins(body) => body.is_end_stream(),
+            Self::Access(body) => body.is_end_stream(),
         }
     }
 
@@ -251,6 +255,7 @@ impl Body for ProxyBody {
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Upstream(body) => body.size_hint(),
             Self::Plugins(body) => body.size_hint(),
+            Self::Access(body) => body.size_hint(),
         }
     }
 }

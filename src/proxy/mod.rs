@@ -32,6 +32,7 @@ use crate::model::{HashOn, Protocol, Route};
 use crate::plugins::{Ctx, LogInfo, RequestBody, Source};
 use crate::router::{RequestInfo, UriCaptures, normalize_path, upstream_path};
 use crate::snapshot::{ServiceRuntime, SnapshotStore};
+use crate::telemetry::access_log::{self, AccessLog};
 use crate::telemetry::scope::RequestScope;
 use crate::telemetry::timeline::{AttemptSpan, Timeline};
 
@@ -91,6 +92,7 @@ pub struct Proxy {
     dns: dns::Resolver,
     stats: Arc<Stats>,
     trusted: Vec<IpNet>,
+    access_log: Option<Arc<AccessLog>>,
 }
 
 /// What the upstream part of the pipeline needs to know about a routed request.
@@ -136,12 +138,23 @@ struct AttemptError {
 impl Proxy {
     /// A proxy over `store`. `trusted` peers may set X-Forwarded-* and X-Real-IP.
     pub fn new(store: Arc<SnapshotStore>, stats: Arc<Stats>, trusted: Vec<IpNet>) -> Arc<Self> {
+        Self::with_access_log(store, stats, trusted, None)
+    }
+
+    /// A proxy that also writes each request to `access_log`.
+    pub fn with_access_log(
+        store: Arc<SnapshotStore>,
+        stats: Arc<Stats>,
+        trusted: Vec<IpNet>,
+        access_log: Option<Arc<AccessLog>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             pool: Pool::new(),
             dns: dns::Resolver::default(),
             stats,
             trusted,
+            access_log,
         })
     }
 
@@ -162,10 +175,18 @@ impl Proxy {
         let accept = req.headers().get(header::ACCEPT).cloned();
         let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
         let scope = RequestScope::new(&request_id);
-        let mut resp = match scope
-            .run(self.proxy(req, conn, request_id_value.as_ref(), &request_id, start))
-            .await
-        {
+        // The access log (when on) takes the request's head now and a note of what proxying it
+        // learnt; its line is queued when the response body ends.
+        let head =
+            (self.access_log.as_ref()).map(|_| access_log::RequestHead::new(&req, conn.peer.ip()));
+        let proxied = self.proxy(req, conn, request_id_value.as_ref(), &request_id, start);
+        let (result, note) = if head.is_some() {
+            let (r, n) = scope.run(access_log::noted(proxied)).await;
+            (r, Some(n))
+        } else {
+            (scope.run(proxied).await, None)
+        };
+        let mut resp = match result {
             Ok(resp) => resp,
             Err(err) => {
                 let mut resp = if err.is_nginx_level() {
@@ -185,6 +206,9 @@ impl Proxy {
         self.stats
             .requests_in_flight
             .fetch_sub(1, Ordering::Relaxed);
+        if let (Some(log), Some(head), Some(note)) = (&self.access_log, head, note) {
+            resp = log.wrap(resp, head, note, request_id, start);
+        }
         resp
     }
 
@@ -222,6 +246,7 @@ impl Proxy {
         };
         let routed = Instant::now();
         let (route, matched_len, captures) = found;
+        access_log::note(|n| n.route(&route));
 
         if !conn.tls
             && !route.protocols.contains(&Protocol::Http)
@@ -248,6 +273,7 @@ impl Proxy {
         } else {
             conn.peer.ip()
         };
+        access_log::note(|n| n.service(&service, client_ip));
         let body = if http_body::Body::is_end_stream(&body) {
             RequestBody::Empty
         } else {
@@ -457,6 +483,7 @@ impl Proxy {
             .await?;
         let upstream_latency = upstream_started.elapsed();
         let proxy_latency = upstream_started.saturating_duration_since(r.start);
+        access_log::note(|n| n.latencies(upstream_latency, proxy_latency));
 
         let (mut resp_parts, resp_body) = resp.into_parts();
         let body = ProxyBody::Upstream(Box::new(resp_body));
@@ -643,6 +670,7 @@ impl Proxy {
                     read_timeout,
                 )
                 .await;
+            access_log::note(|n| n.upstream_addr(addr));
             if let Some(tl) = timeline.as_deref_mut() {
                 tl.attempts.push(AttemptSpan {
                     addr,

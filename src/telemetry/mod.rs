@@ -1,6 +1,9 @@
-//! Telemetry: process logging (a `tracing` subscriber writing text or JSON lines to stdout), the
-//! per-request logging scope, and the request timeline tracing plugins export.
+//! Telemetry: process logging (a `tracing` subscriber writing text or JSON lines to stdout, with
+//! the request's ids on lines logged inside a request), the JSON access log, the per-request
+//! logging scope, and the request timeline tracing plugins export.
 
+pub mod access_log;
+mod format;
 pub mod metrics;
 pub mod scope;
 pub mod timeline;
@@ -45,7 +48,9 @@ pub enum TelemetryError {
 }
 
 /// Install the global subscriber. `filter` uses `RUST_LOG` syntax; a bare level such as `info`
-/// applies to gwctl and a quieter `warn` to dependencies.
+/// applies to gwctl and a quieter `warn` to dependencies. Lines logged inside a request carry
+/// its `request_id` (and `trace_id`, `span_id` once a tracing plugin set them): `key=value`
+/// fields in text, flat top-level fields in JSON.
 pub fn init_logging(filter: &str, json: bool) -> Result<(), TelemetryError> {
     let directives = if filter.contains('=') || filter.contains(',') {
         filter.to_owned()
@@ -56,18 +61,32 @@ pub fn init_logging(filter: &str, json: bool) -> Result<(), TelemetryError> {
         filter: filter.to_owned(),
         reason: e.to_string(),
     })?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stdout)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_ansi(ansi)
         .with_target(false);
     let registry = tracing_subscriber::registry()
         .with(env_filter)
         .with(scope::CaptureLayer);
     // A second initialisation (tests) is harmless; ignore the refusal.
     if json {
-        let _ = registry.with(fmt.json().flatten_event(true)).try_init();
+        let inner = tracing_subscriber::fmt::format()
+            .json()
+            .flatten_event(true)
+            .with_target(false);
+        let layer = fmt
+            .json()
+            .flatten_event(true)
+            .event_format(format::Scoped::json(inner));
+        let _ = registry.with(layer).try_init();
     } else {
-        let _ = registry.with(fmt).try_init();
+        let inner = tracing_subscriber::fmt::format()
+            .with_target(false)
+            .with_ansi(ansi);
+        let _ = registry
+            .with(fmt.event_format(format::Scoped::text(inner)))
+            .try_init();
     }
     Ok(())
 }

@@ -37,6 +37,7 @@ pub fn options(config: std::path::PathBuf) -> ServeOptions {
         workers: 1,
         drain_timeout: Duration::from_secs(5),
         trusted_ips: vec![],
+        access_log: Default::default(),
     }
 }
 
