@@ -39,6 +39,9 @@ async fn up_runs_the_sample_system_and_ctrl_c_stops_it() {
         .args(["--log-format", "text", "up", "--replicas", "2"])
         .args(["--proxy-listen", "127.0.0.1:0"])
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.url())
+        // The services' batch processors: export quickly.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
         .env_remove("GWCTL_LOG")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -123,6 +126,76 @@ async fn up_runs_the_sample_system_and_ctrl_c_stops_it() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+
+    // One trace from the client through the gateway into the monitor service: the gateway's
+    // `kong` span continues the client's traceparent, and the service's server span is a child
+    // of the gateway's balancer span.
+    use crate::support::otlp::{attr_str, hex};
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let in_trace = || {
+        otlp.spans()
+            .into_iter()
+            .filter(|(_, s)| hex(&s.trace_id) == trace)
+            .collect::<Vec<_>>()
+    };
+    assert_eventually!(
+        Duration::from_secs(20),
+        {
+            let spans = in_trace();
+            spans
+                .iter()
+                .any(|(r, _)| attr_str(r, "service.name") == Some("monitor-service"))
+                && spans.iter().any(|(_, s)| s.name == "kong")
+        },
+        "spans of trace {trace}: {:#?}",
+        in_trace()
+            .iter()
+            .map(|(r, s)| (
+                attr_str(r, "service.name").map(str::to_owned),
+                s.name.clone()
+            ))
+            .collect::<Vec<_>>()
+    );
+    let spans = in_trace();
+    let kong = spans.iter().find(|(_, s)| s.name == "kong").unwrap();
+    assert_eq!(hex(&kong.1.parent_span_id), "00f067aa0ba902b7");
+    let balancer: Vec<_> = spans
+        .iter()
+        .filter(|(_, s)| s.name == "kong.balancer")
+        .map(|(_, s)| hex(&s.span_id))
+        .collect();
+    let service_root = spans.iter().find(|(r, s)| {
+        attr_str(r, "service.name") == Some("monitor-service")
+            && balancer.contains(&hex(&s.parent_span_id))
+    });
+    assert!(
+        service_root.is_some(),
+        "no monitor-service span whose parent is a kong.balancer span {balancer:?}: {:#?}",
+        spans
+            .iter()
+            .map(|(r, s)| (
+                attr_str(r, "service.name").map(str::to_owned),
+                s.name.clone(),
+                hex(&s.span_id),
+                hex(&s.parent_span_id)
+            ))
+            .collect::<Vec<_>>()
+    );
+    // The service's nested span and its event.
+    assert!(
+        spans.iter().any(|(_, s)| s.name == "fetch_alerts"
+            && s.events.iter().any(|e| e.name == "Fetched Alerts"
+                && e.attributes.iter().any(|a| a.key == "num_alerts"))),
+        "no fetch_alerts span with the Fetched Alerts event: {:#?}",
+        spans
+            .iter()
+            .map(|(r, s)| (
+                attr_str(r, "service.name").map(str::to_owned),
+                s.name.clone(),
+                s.events.iter().map(|e| e.name.clone()).collect::<Vec<_>>()
+            ))
+            .collect::<Vec<_>>()
+    );
 
     // Round-robin over the two auth replicas.
     let mut seen = HashSet::new();

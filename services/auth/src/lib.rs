@@ -64,6 +64,7 @@ pub fn app(config: AuthConfig) -> Result<Router, jsonwebtoken::errors::Error> {
         .route("/login", post(login))
         .route("/health", get(health))
         .with_state(state)
+        .layer(svc_telemetry::TraceLayer::new())
         .layer(axum::middleware::map_response(move |mut resp: Response| {
             let v = instance.clone();
             async move {

@@ -13,13 +13,27 @@ use anyhow::Context;
 use auth_service::{AuthConfig, Users, hash_password, listen_addr};
 
 fn main() -> ExitCode {
-    match run() {
+    // Telemetry first (console lines, OTLP traces and logs from the OTEL_* environment); the
+    // guard flushes the exporters when main returns, after the runtime stopped.
+    let guard =
+        match svc_telemetry::TelemetryConfig::from_env("auth-service", env!("CARGO_PKG_VERSION"))
+            .and_then(svc_telemetry::init)
+        {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("error: telemetry: {e}");
+                return ExitCode::from(1);
+            }
+        };
+    let code = match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
-    }
+    };
+    drop(guard);
+    code
 }
 
 fn run() -> anyhow::Result<()> {

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use svc_telemetry::OpenTelemetrySpanExt;
 use tracing::Instrument;
 
 /// The header the gateway sets to the authenticated user.
@@ -44,6 +45,7 @@ pub fn app(config: MonitorConfig) -> Router {
         .route("/alerts", get(alerts))
         .route("/health", get(health))
         .with_state(Arc::new(config))
+        .layer(svc_telemetry::TraceLayer::new())
         .layer(axum::middleware::map_response(move |mut resp: Response| {
             let v = instance.clone();
             async move {
@@ -91,6 +93,12 @@ async fn fetch_alerts(user: &str, delay: Duration) -> Vec<Alert> {
             name: format!("Alert {id} for {user}"),
         })
         .collect();
+    // A span event on `fetch_alerts` (what the original service recorded), and a log line.
+    let n = i64::try_from(alerts.len()).unwrap_or(i64::MAX);
+    tracing::Span::current().add_event(
+        "Fetched Alerts",
+        vec![svc_telemetry::SpanAttribute::new("num_alerts", n)],
+    );
     tracing::info!(num_alerts = alerts.len(), "Fetched Alerts");
     alerts
 }

@@ -8,13 +8,29 @@ use anyhow::Context;
 use monitor_service::MonitorConfig;
 
 fn main() -> ExitCode {
-    match run() {
+    // Telemetry first (console lines, OTLP traces and logs from the OTEL_* environment); the
+    // guard flushes the exporters when main returns, after the runtime stopped.
+    let guard = match svc_telemetry::TelemetryConfig::from_env(
+        "monitor-service",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .and_then(svc_telemetry::init)
+    {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: telemetry: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
-    }
+    };
+    drop(guard);
+    code
 }
 
 fn env(name: &str) -> Option<String> {

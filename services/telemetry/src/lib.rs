@@ -47,6 +47,9 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 
 pub use crate::http::{RequestId, TraceFuture, TraceLayer, TraceService, inject, inject_headers};
+/// For span events and attributes on `tracing` spans (`Span::current().add_event(..)`).
+pub use opentelemetry::KeyValue as SpanAttribute;
+pub use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The span field holding the request id (also a log record attribute).
 pub const REQUEST_ID_FIELD: &str = "request_id";
