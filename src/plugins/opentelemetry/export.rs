@@ -63,18 +63,61 @@ pub struct SinkConfig {
     pub read_timeout: Duration,
 }
 
-/// What a queue carries: a record from one request that becomes `weight()` protobuf messages.
+/// What a queue carries: a record from one request that becomes `weight()` protobuf entries
+/// (spans, log records), encoded on the exporter's thread.
 pub trait Record: Send + 'static {
-    /// The protobuf message a record turns into (a span, a log record).
-    type Out: Send + 'static;
-    /// How many messages the record becomes (the unit of `max_entries` and `max_batch_size`).
+    /// How many entries the record becomes (the unit of `max_entries` and `max_batch_size`).
     fn weight(&self) -> usize;
-    /// Turn the record into its messages.
-    fn encode_into(self, out: &mut Vec<Self::Out>);
+    /// Append the record's entries to `out`, each as one encoded repeated field of the
+    /// enclosing message (`ScopeSpans.spans`, `ScopeLogs.log_records`).
+    fn encode_into(self, out: &mut Encoded);
 }
 
-/// Encodes one batch into an export request body.
-pub type BodyFn<O> = Arc<dyn Fn(Vec<O>) -> Vec<u8> + Send + Sync>;
+/// Entries encoded and waiting to be sent: one buffer, and where each entry ends.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    /// The entries, back to back.
+    pub buf: Vec<u8>,
+    /// The end offset of each entry in `buf`.
+    pub ends: Vec<usize>,
+    /// Scratch space for an entry being encoded (nested messages need their length first).
+    pub scratch: Vec<u8>,
+    /// Scratch space for formatted values (addresses, numbers).
+    pub text: String,
+}
+
+impl Encoded {
+    /// Entries waiting.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether no entry waits.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Mark the end of an entry just written to `buf`.
+    pub fn end_entry(&mut self) {
+        self.ends.push(self.buf.len());
+    }
+
+    /// Hand the first `n` entries' bytes to `f` and forget them.
+    fn take<T>(&mut self, n: usize, f: impl FnOnce(&[u8]) -> T) -> T {
+        let n = n.min(self.ends.len());
+        let cut = if n == 0 { 0 } else { self.ends[n - 1] };
+        let out = f(&self.buf[..cut]);
+        self.buf.drain(..cut);
+        self.ends.drain(..n);
+        for e in &mut self.ends {
+            *e -= cut;
+        }
+        out
+    }
+}
+
+/// Wraps a batch of encoded entries into an export request body.
+pub type BodyFn = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
 
 /// Which drop counter a queue uses.
 #[derive(Debug, Clone, Copy)]
@@ -137,7 +180,7 @@ impl<R: Record> Queue<R> {
         sink: SinkConfig,
         params: QueueParams,
         signal: Signal,
-        body: BodyFn<R::Out>,
+        body: BodyFn,
     ) -> Result<Self, String> {
         let handle = runtime()?;
         let client = reqwest::Client::builder()
@@ -174,7 +217,7 @@ impl<R: Record> Queue<R> {
                 shared: Arc::clone(&shared),
             }),
             body,
-            out: Vec::new(),
+            out: Encoded::default(),
             closed: false,
         };
         handle.spawn(task.run());
@@ -366,9 +409,9 @@ struct Task<R: Record> {
     flush_rx: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     shared: Arc<Shared>,
     sender: Arc<Sender>,
-    body: BodyFn<R::Out>,
-    /// Messages taken off the channel, not yet sent.
-    out: Vec<R::Out>,
+    body: BodyFn,
+    /// Entries taken off the channel, not yet sent.
+    out: Encoded,
     closed: bool,
 }
 
@@ -437,8 +480,7 @@ impl<R: Record> Task<R> {
             // Send full batches, and the rest when it is due.
             while self.out.len() >= self.shared.max_batch || (due && !self.out.is_empty()) {
                 let n = self.out.len().min(self.shared.max_batch);
-                let batch: Vec<R::Out> = self.out.drain(..n).collect();
-                let body = (self.body)(batch);
+                let body = self.out.take(n, |bytes| (self.body)(bytes));
                 if self.sender.params.concurrent && !flushing {
                     let sender = Arc::clone(&self.sender);
                     tokio::spawn(async move {
@@ -541,14 +583,17 @@ mod tests {
 
     use super::*;
 
+    /// `n` entries of one byte each.
     struct N(usize);
     impl Record for N {
-        type Out = u8;
         fn weight(&self) -> usize {
             self.0
         }
-        fn encode_into(self, out: &mut Vec<u8>) {
-            out.extend(std::iter::repeat_n(1u8, self.0));
+        fn encode_into(self, out: &mut Encoded) {
+            for _ in 0..self.0 {
+                out.buf.push(1);
+                out.end_entry();
+            }
         }
     }
 
@@ -607,8 +652,8 @@ mod tests {
         }
     }
 
-    fn body() -> BodyFn<u8> {
-        Arc::new(|v: Vec<u8>| v)
+    fn body() -> BodyFn {
+        Arc::new(|v: &[u8]| v.to_vec())
     }
 
     #[tokio::test]
