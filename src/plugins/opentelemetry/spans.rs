@@ -283,10 +283,33 @@ fn finish_entry(out: &mut Encoded, field: u32) {
     out.end_entry();
 }
 
-/// `key = value` (a `Display` value) as a string attribute, formatted in `text`.
-fn kv_display(s: &mut Vec<u8>, text: &mut String, key: &str, value: &dyn std::fmt::Display) {
+/// `ip` as text into `text` (IPv4 without the formatting machinery: three per request).
+fn ip_text(text: &mut String, ip: IpAddr) {
     text.clear();
-    let _ = write!(text, "{value}");
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                if octet >= 100 {
+                    text.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    text.push(char::from(b'0' + (octet / 10) % 10));
+                }
+                text.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(text, "{ip}");
+        }
+    }
+}
+
+/// `key = ip` as a string attribute, formatted in `text` (left there for a twin attribute).
+fn kv_ip(s: &mut Vec<u8>, text: &mut String, key: &str, ip: IpAddr) {
+    ip_text(text, ip);
     pb::kv_str(s, SPAN_ATTRIBUTES, key, &[text]);
 }
 
@@ -305,7 +328,10 @@ impl Record for Box<TraceRecord> {
             .as_ref()
             .and_then(|h| h.to_str().ok())
             .map(strip_port);
-        let local = self.local_ip.to_string();
+        let mut local = String::new();
+        if host_text.is_none() {
+            ip_text(&mut local, self.local_ip);
+        }
         let host = host_text.unwrap_or(&local);
         let path = self.target.split('?').next().unwrap_or("");
         let route = self
@@ -344,9 +370,9 @@ impl Record for Box<TraceRecord> {
         pb::kv_str(s, a, "url.scheme", &[self.scheme]);
         pb::kv_str(s, a, "http.flavor", &[self.flavor]);
         pb::kv_str(s, a, "network.protocol.version", &[self.flavor]);
-        kv_display(s, &mut out.text, "http.client_ip", &self.client_ip);
+        kv_ip(s, &mut out.text, "http.client_ip", self.client_ip);
         pb::kv_str(s, a, "client.address", &[&out.text]);
-        kv_display(s, &mut out.text, "net.peer.ip", &self.peer_ip);
+        kv_ip(s, &mut out.text, "net.peer.ip", self.peer_ip);
         pb::kv_str(s, a, "network.peer.address", &[&out.text]);
         pb::kv_str(s, a, "kong.request.id", &[&self.request_id]);
         pb::kv_int(s, a, "http.status_code", status);
@@ -424,7 +450,7 @@ impl Record for Box<TraceRecord> {
             let port = i64::from(at.addr.port());
             let s = &mut out.scratch;
             pb::kv_int(s, a, "try_count", i64::try_from(n + 1).unwrap_or(i64::MAX));
-            kv_display(s, &mut out.text, "net.peer.ip", &at.addr.ip());
+            kv_ip(s, &mut out.text, "net.peer.ip", at.addr.ip());
             pb::kv_str(s, a, "network.peer.address", &[&out.text]);
             pb::kv_int(s, a, "net.peer.port", port);
             pb::kv_int(s, a, "network.peer.port", port);
@@ -833,6 +859,23 @@ mod tests {
             Some(crate::KONG_VERSION)
         );
         assert_eq!(string(attrs, "x").as_deref(), Some("y"));
+    }
+
+    #[test]
+    fn addresses_format_like_display() {
+        let mut t = String::new();
+        for ip in [
+            "0.0.0.0",
+            "10.1.20.255",
+            "127.0.0.1",
+            "192.168.100.9",
+            "::1",
+            "fe80::1:2",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            ip_text(&mut t, ip);
+            assert_eq!(t, ip.to_string());
+        }
     }
 
     #[test]
