@@ -63,18 +63,85 @@ pub struct SinkConfig {
     pub read_timeout: Duration,
 }
 
-/// What a queue carries: a record from one request that becomes `weight()` protobuf messages.
+/// What a queue carries: a record from one request that becomes `weight()` protobuf entries
+/// (spans, log records), encoded on the exporter's thread.
 pub trait Record: Send + 'static {
-    /// The protobuf message a record turns into (a span, a log record).
-    type Out: Send + 'static;
-    /// How many messages the record becomes (the unit of `max_entries` and `max_batch_size`).
+    /// How many entries the record becomes (the unit of `max_entries` and `max_batch_size`).
     fn weight(&self) -> usize;
-    /// Turn the record into its messages.
-    fn encode_into(self, out: &mut Vec<Self::Out>);
+    /// Append the record's entries to `out`, each as one encoded repeated field of the
+    /// enclosing message (`ScopeSpans.spans`, `ScopeLogs.log_records`).
+    fn encode_into(self, out: &mut Encoded);
 }
 
-/// Encodes one batch into an export request body.
-pub type BodyFn<O> = Arc<dyn Fn(Vec<O>) -> Vec<u8> + Send + Sync>;
+/// Entries encoded and waiting to be sent: one buffer, and where each entry ends.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    /// The entries, back to back (the first `taken` of them already sent).
+    pub buf: Vec<u8>,
+    /// The end offset of each entry in `buf`.
+    pub ends: Vec<usize>,
+    /// Scratch space for an entry being encoded (nested messages need their length first).
+    pub scratch: Vec<u8>,
+    /// Scratch space for formatted values (addresses, numbers).
+    pub text: String,
+    /// Entries at the front of `buf` already handed out by [`Encoded::take`].
+    taken: usize,
+}
+
+impl Encoded {
+    /// Entries waiting.
+    pub fn len(&self) -> usize {
+        self.ends.len() - self.taken
+    }
+
+    /// Whether no entry waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Mark the end of an entry just written to `buf`.
+    pub fn end_entry(&mut self) {
+        self.ends.push(self.buf.len());
+    }
+
+    /// Hand the next `n` entries' bytes to `f` and forget them.
+    fn take<T>(&mut self, n: usize, f: impl FnOnce(&[u8]) -> T) -> T {
+        let n = n.min(self.len());
+        let from = match self.taken {
+            0 => 0,
+            t => self.ends[t - 1],
+        };
+        let to = match n {
+            0 => from,
+            n => self.ends[self.taken + n - 1],
+        };
+        let out = f(&self.buf[from..to]);
+        self.taken += n;
+        if self.taken == self.ends.len() {
+            self.buf.clear();
+            self.ends.clear();
+            self.taken = 0;
+        }
+        out
+    }
+
+    /// Drop the bytes of the entries already taken.
+    fn compact(&mut self) {
+        if self.taken == 0 {
+            return;
+        }
+        let cut = self.ends[self.taken - 1];
+        self.buf.drain(..cut);
+        self.ends.drain(..self.taken);
+        for e in &mut self.ends {
+            *e -= cut;
+        }
+        self.taken = 0;
+    }
+}
+
+/// Wraps a batch of encoded entries into an export request body.
+pub type BodyFn = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
 
 /// Which drop counter a queue uses.
 #[derive(Debug, Clone, Copy)]
@@ -105,9 +172,9 @@ impl Signal {
 struct Shared {
     /// Entries queued and not yet sent or given up.
     queued: AtomicUsize,
-    /// Entries in the channel, not yet taken by the exporter.
-    pending: AtomicUsize,
-    /// Woken when `pending` reaches a batch.
+    /// Entries queued and not yet taken into a batch (in the channel or encoded).
+    unbatched: AtomicUsize,
+    /// Woken when `unbatched` reaches a batch.
     batch_ready: Notify,
     max_entries: usize,
     max_batch: usize,
@@ -137,7 +204,7 @@ impl<R: Record> Queue<R> {
         sink: SinkConfig,
         params: QueueParams,
         signal: Signal,
-        body: BodyFn<R::Out>,
+        body: BodyFn,
     ) -> Result<Self, String> {
         let handle = runtime()?;
         let client = reqwest::Client::builder()
@@ -154,7 +221,7 @@ impl<R: Record> Queue<R> {
         );
         let shared = Arc::new(Shared {
             queued: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
+            unbatched: AtomicUsize::new(0),
             batch_ready: Notify::new(),
             max_entries: params.max_entries.max(1),
             max_batch: params.max_batch_size.max(1),
@@ -174,7 +241,7 @@ impl<R: Record> Queue<R> {
                 shared: Arc::clone(&shared),
             }),
             body,
-            out: Vec::new(),
+            out: Encoded::default(),
             closed: false,
         };
         handle.spawn(task.run());
@@ -198,13 +265,15 @@ impl<R: Record> Queue<R> {
             s.signal.drops().fetch_add(w as u64, Ordering::Relaxed);
             return false;
         }
+        // Counted before the send, so the exporter never sees a record it was not told about.
+        let unbatched = s.unbatched.fetch_add(w, Ordering::AcqRel);
         if self.tx.send(record).is_err() {
             s.queued.fetch_sub(w, Ordering::AcqRel);
+            s.unbatched.fetch_sub(w, Ordering::AcqRel);
             s.signal.drops().fetch_add(w as u64, Ordering::Relaxed);
             return false;
         }
-        let p = s.pending.fetch_add(w, Ordering::AcqRel);
-        if p < s.max_batch && p + w >= s.max_batch {
+        if unbatched < s.max_batch && unbatched + w >= s.max_batch {
             s.batch_ready.notify_one();
         }
         true
@@ -268,7 +337,7 @@ struct SendError {
 }
 
 impl Sender {
-    async fn post(&self, body: Vec<u8>) -> Result<(), SendError> {
+    async fn post(&self, body: bytes::Bytes) -> Result<(), SendError> {
         let resp = self
             .client
             .post(&self.endpoint)
@@ -300,7 +369,7 @@ impl Sender {
     /// `flushing`, or once a flush is requested while waiting to retry).
     async fn send(
         &self,
-        body: Vec<u8>,
+        body: bytes::Bytes,
         count: usize,
         mut flushing: bool,
         flush_rx: Option<&mut mpsc::UnboundedReceiver<oneshot::Sender<()>>>,
@@ -366,31 +435,24 @@ struct Task<R: Record> {
     flush_rx: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     shared: Arc<Shared>,
     sender: Arc<Sender>,
-    body: BodyFn<R::Out>,
-    /// Messages taken off the channel, not yet sent.
-    out: Vec<R::Out>,
+    body: BodyFn,
+    /// Entries taken off the channel, not yet sent.
+    out: Encoded,
     closed: bool,
 }
 
 impl<R: Record> Task<R> {
     /// Move everything waiting in the channel into `out`.
     fn drain(&mut self) {
-        let mut taken = 0;
         loop {
             match self.rx.try_recv() {
-                Ok(r) => {
-                    taken += r.weight();
-                    r.encode_into(&mut self.out);
-                }
+                Ok(r) => r.encode_into(&mut self.out),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     self.closed = true;
                     break;
                 }
             }
-        }
-        if taken > 0 {
-            self.shared.pending.fetch_sub(taken, Ordering::AcqRel);
         }
     }
 
@@ -401,10 +463,7 @@ impl<R: Record> Task<R> {
             if self.out.is_empty() && !self.closed {
                 tokio::select! {
                     r = self.rx.recv() => match r {
-                        Some(r) => {
-                            self.shared.pending.fetch_sub(r.weight(), Ordering::AcqRel);
-                            r.encode_into(&mut self.out);
-                        }
+                        Some(r) => r.encode_into(&mut self.out),
                         None => self.closed = true,
                     },
                     ack = self.flush_rx.recv() => match ack {
@@ -437,8 +496,8 @@ impl<R: Record> Task<R> {
             // Send full batches, and the rest when it is due.
             while self.out.len() >= self.shared.max_batch || (due && !self.out.is_empty()) {
                 let n = self.out.len().min(self.shared.max_batch);
-                let batch: Vec<R::Out> = self.out.drain(..n).collect();
-                let body = (self.body)(batch);
+                let body = bytes::Bytes::from(self.out.take(n, |entries| (self.body)(entries)));
+                self.shared.unbatched.fetch_sub(n, Ordering::AcqRel);
                 if self.sender.params.concurrent && !flushing {
                     let sender = Arc::clone(&self.sender);
                     tokio::spawn(async move {
@@ -458,6 +517,7 @@ impl<R: Record> Task<R> {
                     self.drain();
                 }
             }
+            self.out.compact();
             if flushing && self.out.is_empty() {
                 for ack in acks.drain(..) {
                     let _ = ack.send(());
@@ -541,14 +601,17 @@ mod tests {
 
     use super::*;
 
+    /// `n` entries of one byte each.
     struct N(usize);
     impl Record for N {
-        type Out = u8;
         fn weight(&self) -> usize {
             self.0
         }
-        fn encode_into(self, out: &mut Vec<u8>) {
-            out.extend(std::iter::repeat_n(1u8, self.0));
+        fn encode_into(self, out: &mut Encoded) {
+            for _ in 0..self.0 {
+                out.buf.push(1);
+                out.end_entry();
+            }
         }
     }
 
@@ -607,8 +670,28 @@ mod tests {
         }
     }
 
-    fn body() -> BodyFn<u8> {
-        Arc::new(|v: Vec<u8>| v)
+    fn body() -> BodyFn {
+        Arc::new(|v: &[u8]| v.to_vec())
+    }
+
+    #[test]
+    fn encoded_entries_are_taken_in_order_across_compactions() {
+        let mut e = Encoded::default();
+        let push = |e: &mut Encoded, b: &[u8]| {
+            e.buf.extend_from_slice(b);
+            e.end_entry();
+        };
+        push(&mut e, b"a");
+        push(&mut e, b"bb");
+        push(&mut e, b"ccc");
+        assert_eq!(e.take(1, <[u8]>::to_vec), b"a");
+        assert_eq!(e.len(), 2);
+        e.compact();
+        push(&mut e, b"d");
+        assert_eq!(e.take(2, <[u8]>::to_vec), b"bbccc");
+        assert_eq!(e.take(5, <[u8]>::to_vec), b"d");
+        assert!(e.is_empty() && e.buf.is_empty());
+        assert_eq!(e.take(1, <[u8]>::to_vec), b"");
     }
 
     #[tokio::test]
@@ -617,6 +700,9 @@ mod tests {
         let q: Queue<N> =
             Queue::start(sink(&url), params(4, 60_000, 100), Signal::Spans, body()).unwrap();
         assert!(q.push(N(3)));
+        // Let the exporter take the first record before the second arrives: the batch counts
+        // what it already holds.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(q.push(N(3)));
         // 6 >= 4: one batch of 4 goes out without waiting for the (long) delay.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);

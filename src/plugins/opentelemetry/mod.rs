@@ -402,7 +402,7 @@ impl Exporter {
             .flatten()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let resource = Arc::new(spans::resource(node_id, &extra));
+        let resource: Arc<[u8]> = Arc::from(spans::resource(node_id, &extra));
         let sink = |endpoint: &str| SinkConfig {
             endpoint: endpoint.to_owned(),
             headers: headers.clone(),
@@ -413,7 +413,7 @@ impl Exporter {
         let traces = match &conf.traces_endpoint {
             Some(ep) => {
                 let r = Arc::clone(&resource);
-                let body: BodyFn<_> = Arc::new(move |batch| spans::traces_body(&r, batch));
+                let body: BodyFn = Arc::new(move |entries| spans::body(&r, entries));
                 Some(Queue::start(sink(ep), params.clone(), Signal::Spans, body)?)
             }
             None => None,
@@ -421,7 +421,7 @@ impl Exporter {
         let logs = match &conf.logs_endpoint {
             Some(ep) => {
                 let r = Arc::clone(&resource);
-                let body: BodyFn<_> = Arc::new(move |batch| spans::logs_body(&r, batch));
+                let body: BodyFn = Arc::new(move |entries| spans::body(&r, entries));
                 Some(Queue::start(sink(ep), params, Signal::Logs, body)?)
             }
             None => None,
@@ -571,10 +571,6 @@ impl Otel {
             .timeline
             .take()
             .unwrap_or_else(|| Box::new(Timeline::new(ctx.started, ctx.started)));
-        let host = ctx
-            .header("host")
-            .map(strip_port)
-            .map_or_else(|| ctx.conn.local.ip().to_string(), str::to_owned);
         let mut target = ctx.path.clone();
         if let Some(q) = &ctx.query {
             target.push('?');
@@ -585,7 +581,8 @@ impl Otel {
             timeline,
             method: ctx.method.clone(),
             scheme: if ctx.conn.tls { "https" } else { "http" },
-            host,
+            host: ctx.headers.get(http::header::HOST).cloned(),
+            local_ip: ctx.conn.local.ip(),
             target,
             flavor: match ctx.version {
                 http::Version::HTTP_10 => "1.0",
@@ -600,17 +597,6 @@ impl Otel {
             status: 0,
             duration: Duration::ZERO,
         })
-    }
-}
-
-/// `host:port` -> `host` (bracketed IPv6 kept without brackets).
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
     }
 }
 
