@@ -830,6 +830,70 @@ services:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_collector_is_retried_with_backoff_and_a_refusal_is_not() {
+    let recv = OtlpReceiver::start().await;
+    let echo = Echo::start("e").await;
+    let conf = plugin(json!({
+        "traces_endpoint": recv.traces_url(),
+        "queue": {
+            "max_coalescing_delay": 0.01,
+            "initial_retry_delay": 0.05,
+            "max_retry_delay": 0.1,
+            "max_retry_time": 30,
+        },
+    }));
+    let yaml = format!(
+        r#"_format_version: "3.0"
+services:
+  - name: s
+    url: {url}
+    routes:
+      - name: r
+        paths: ["/"]
+        plugins:
+          - {conf}
+"#,
+        url = echo.url()
+    );
+    let gw = Gateway::start(&yaml).await;
+    let drops = || gwctl::telemetry::DROPS.spans.load(Ordering::Relaxed);
+
+    // 503: retried (backoff 0.05 s doubling to 0.1 s) until the collector recovers.
+    recv.set_fail(503);
+    let trace = rand_hex(16);
+    let tp = format!("00-{trace}-{}-01", rand_hex(8));
+    echoed(&gw.proxy_url(), &[("traceparent", &tp)]).await;
+    assert_eventually!(WAIT, recv.requests() >= 3, "retries: {}", recv.requests());
+    assert!(trace_spans(&recv, &trace).is_empty());
+    recv.set_fail(0);
+    let spans = wait_spans(&recv, &trace, 4).await;
+    assert_eq!(
+        named(&spans, "kong").len(),
+        1,
+        "delivered once, after the retries"
+    );
+
+    // 400: the collector refuses the data; the batch is dropped (and counted) at once.
+    recv.set_fail(400);
+    let before_requests = recv.requests();
+    let before_drops = drops();
+    let refused = rand_hex(16);
+    let tp = format!("00-{refused}-{}-01", rand_hex(8));
+    echoed(&gw.proxy_url(), &[("traceparent", &tp)]).await;
+    assert_eventually!(
+        WAIT,
+        drops() >= before_drops + 4,
+        "dropped {}",
+        drops() - before_drops
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(recv.requests(), before_requests + 1, "a 400 is not retried");
+    recv.set_fail(0);
+    gw.stop().await;
+    assert!(trace_spans(&recv, &refused).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_queued_when_sigterm_arrives_are_delivered() {
     let recv = OtlpReceiver::start().await;
     let echo = Echo::start("e").await;

@@ -369,25 +369,31 @@ fn secs(f: f64) -> Duration {
     Duration::try_from_secs_f64(f.max(0.0)).unwrap_or(Duration::MAX)
 }
 
+/// The queue settings of `conf`, with Kong's legacy names applied: they win when set to other
+/// than their old defaults (`batch_span_count` 200, `batch_flush_delay` 3).
+fn queue_params(conf: &OtelConfig) -> QueueParams {
+    let q = &conf.queue;
+    let mut params = QueueParams {
+        max_batch_size: usize::try_from(q.max_batch_size).unwrap_or(usize::MAX),
+        max_coalescing_delay: secs(q.max_coalescing_delay),
+        max_entries: usize::try_from(q.max_entries).unwrap_or(usize::MAX),
+        max_retry_time: secs(q.max_retry_time),
+        initial_retry_delay: secs(q.initial_retry_delay),
+        max_retry_delay: secs(q.max_retry_delay),
+        concurrent: q.concurrency_limit == -1,
+    };
+    if let Some(n) = conf.batch_span_count.filter(|n| *n != 200 && *n > 0) {
+        params.max_batch_size = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    if let Some(n) = conf.batch_flush_delay.filter(|n| *n != 3 && *n >= 0) {
+        params.max_coalescing_delay = secs(n as f64);
+    }
+    params
+}
+
 impl Exporter {
     fn start(conf: &OtelConfig, node_id: &str) -> Result<Self, String> {
-        let q = &conf.queue;
-        let mut params = QueueParams {
-            max_batch_size: usize::try_from(q.max_batch_size).unwrap_or(usize::MAX),
-            max_coalescing_delay: secs(q.max_coalescing_delay),
-            max_entries: usize::try_from(q.max_entries).unwrap_or(usize::MAX),
-            max_retry_time: secs(q.max_retry_time),
-            initial_retry_delay: secs(q.initial_retry_delay),
-            max_retry_delay: secs(q.max_retry_delay),
-            concurrent: q.concurrency_limit == -1,
-        };
-        // Kong's queue: the legacy names win when set to other than their old defaults.
-        if let Some(n) = conf.batch_span_count.filter(|n| *n != 200 && *n > 0) {
-            params.max_batch_size = usize::try_from(n).unwrap_or(usize::MAX);
-        }
-        if let Some(n) = conf.batch_flush_delay.filter(|n| *n != 3 && *n >= 0) {
-            params.max_coalescing_delay = secs(n as f64);
-        }
+        let params = queue_params(conf);
         let mut headers = http::HeaderMap::new();
         for (k, v) in conf.headers.iter().flatten() {
             let name = HeaderName::from_bytes(k.as_bytes())
@@ -824,6 +830,41 @@ mod tests {
         assert!(s.inject.is_empty());
         assert_eq!(s.default_format, Format::B3);
         assert_eq!(s.sampling_rate, 1.0);
+    }
+
+    fn config(v: Value) -> OtelConfig {
+        serde_json::from_value(validate(v).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn queue_settings_and_legacy_batch_names() {
+        let p = queue_params(&config(json!({"traces_endpoint": "http://c"})));
+        assert_eq!(
+            p,
+            QueueParams {
+                max_batch_size: 200,
+                max_coalescing_delay: Duration::from_secs(1),
+                max_entries: 10000,
+                max_retry_time: Duration::from_secs(60),
+                initial_retry_delay: Duration::from_millis(10),
+                max_retry_delay: Duration::from_secs(60),
+                concurrent: false,
+            }
+        );
+        let p = queue_params(&config(json!({"traces_endpoint": "http://c",
+            "batch_span_count": 50, "batch_flush_delay": 7,
+            "queue": {"max_batch_size": 10, "concurrency_limit": -1, "max_retry_time": -1}})));
+        assert_eq!(p.max_batch_size, 50, "batch_span_count wins");
+        assert_eq!(p.max_coalescing_delay, Duration::from_secs(7));
+        assert!(p.concurrent);
+        assert_eq!(p.max_retry_time, Duration::ZERO, "-1: no retries");
+        // The old defaults are ignored (they were always set by Kong < 3.3).
+        let p = queue_params(&config(json!({"traces_endpoint": "http://c",
+            "batch_span_count": 200, "batch_flush_delay": 3, "queue": {"max_batch_size": 10}})));
+        assert_eq!(
+            (p.max_batch_size, p.max_coalescing_delay),
+            (10, Duration::from_secs(1))
+        );
     }
 
     #[test]
