@@ -107,24 +107,8 @@ fn serve() -> anyhow::Result<()> {
             .with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
         tracing::info!(addr = %local, instance = %config.instance_id, users = config.users.len(), "auth-service listening");
-        auth_service::serve(listener, config, shutdown_signal())
+        auth_service::serve(listener, config, svc_telemetry::shutdown_signal())
             .await
             .context("serving")
     })
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down");
 }

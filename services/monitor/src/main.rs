@@ -68,24 +68,8 @@ fn run() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, instance = %config.instance_id, "monitor-service listening");
-        monitor_service::serve(listener, config, shutdown_signal())
+        monitor_service::serve(listener, config, svc_telemetry::shutdown_signal())
             .await
             .context("serving")
     })
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down");
 }

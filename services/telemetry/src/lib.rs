@@ -459,6 +459,23 @@ fn events_filter(
         .map_err(|e| bad(e.to_string()))
 }
 
+/// Resolves on SIGTERM or Ctrl-C (SIGINT): the sample services' graceful-shutdown trigger.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
