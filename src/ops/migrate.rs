@@ -524,15 +524,7 @@ async fn wait_for_database(
     })
     .retry(backoff)
     .when(|failure| matches!(failure, ConnectFailure::Retry(_)))
-    .adjust(|_, next| {
-        // Never sleep past the deadline; once it has passed, the last error stands.
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            None
-        } else {
-            next.map(|delay| delay.min(left))
-        }
-    })
+    .adjust(|_, next| crate::ops::progress::until(deadline, next))
     .notify(|failure, delay| {
         reporter.retrying(
             &step,

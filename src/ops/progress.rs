@@ -201,3 +201,14 @@ impl Reporter for Recorder {
         self.lock().push(Event::Finished(step.to_owned(), outcome));
     }
 }
+
+/// A retry's next delay capped to what is left before `deadline` (`None` once it passed: the
+/// last error stands). For backon's `.adjust(|_, next| progress::until(deadline, next))`.
+pub fn until(deadline: tokio::time::Instant, next: Option<Duration>) -> Option<Duration> {
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if left.is_zero() {
+        None
+    } else {
+        next.map(|d| d.min(left))
+    }
+}

@@ -240,15 +240,7 @@ impl Registration {
         })
         .retry(backoff)
         .when(|failure| matches!(failure, Failure::Retry(_)))
-        .adjust(|_, next| {
-            // Never sleep past the deadline; once it has passed, the last failure stands.
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                None
-            } else {
-                next.map(|delay| delay.min(left))
-            }
-        })
+        .adjust(|_, next| crate::ops::progress::until(deadline, next))
         .notify(|failure, delay| {
             if let Failure::Retry(cause) = failure {
                 reporter.retrying(step, attempts.load(Ordering::Relaxed), cause, delay);

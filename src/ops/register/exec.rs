@@ -128,14 +128,7 @@ impl HealthCheck {
             .await
         })
         .retry(backoff)
-        .adjust(|_, next| {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                None
-            } else {
-                next.map(|delay| delay.min(left))
-            }
-        })
+        .adjust(|_, next| crate::ops::progress::until(deadline, next))
         .notify(|cause, delay| {
             reporter.retrying(&step, attempts.load(Ordering::Relaxed), cause, delay);
         })

@@ -332,15 +332,7 @@ impl AdminClient {
         })
         .retry(backoff)
         .when(|a| matches!(a, Attempt::Retry(_)))
-        .adjust(|_, next| {
-            // Never sleep past the deadline; once it has passed, the last error stands.
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                None
-            } else {
-                next.map(|d| d.min(left))
-            }
-        })
+        .adjust(|_, next| crate::ops::progress::until(deadline, next))
         .notify(|a, delay| {
             reporter.retrying(&step, attempts.load(Ordering::Relaxed), a.cause(), delay);
         })

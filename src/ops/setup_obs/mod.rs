@@ -712,14 +712,7 @@ impl Api {
         })
         .retry(backoff)
         .when(|f| matches!(f, Failure::Retry(_)))
-        .adjust(|_, next| {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                None
-            } else {
-                next.map(|d| d.min(left))
-            }
-        })
+        .adjust(|_, next| crate::ops::progress::until(self.deadline, next))
         .notify(|f, delay| {
             reporter.retrying(step, attempts.load(Ordering::Relaxed), &f.cause(), delay);
         })
