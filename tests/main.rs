@@ -59,3 +59,6 @@ mod register;
 mod setup_kong;
 // issue 5 §3/§4: gwctl's request-scoped log lines, the JSON access log, svc-telemetry.
 mod telemetry;
+// issue 7 §5: the sample stack as processes on Postgres, rotel as the collector, newman runs the
+// Postman collection, one trace spans gateway and service.
+mod smoke;

@@ -33,7 +33,7 @@ set -euo pipefail
 
 # Components enabled by default: what the Rust tests need. Later issues add the names they need
 # here, e.g. "postgres redis podman promtool newman pyjwt rotel".
-SERVICES="${GWCTL_TEST_SERVICES-postgres redis kongclient pyjwt podman promtool netns luajit rotel}"
+SERVICES="${GWCTL_TEST_SERVICES-postgres redis kongclient pyjwt podman promtool netns luajit rotel newman}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/tests/.tools" # cache of npm/pip installs; ignores itself (see ensure_tools_dir)

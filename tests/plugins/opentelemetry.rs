@@ -2,18 +2,16 @@
 //! upstream. A real gateway, a real echo upstream, the in-process OTLP/HTTP receiver of
 //! `tests/support/otlp.rs` for exact assertions, and the real `rotel` collector once.
 
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::otlp::{OtlpReceiver, attr, attr_str, hex};
-use crate::support::{BinGateway, Echo, Echoed, Gateway, TempDir, client, component, refused_addr};
+use crate::support::rotel::Rotel;
+use crate::support::{BinGateway, Echo, Echoed, Gateway, client, component, refused_addr};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -1046,85 +1044,12 @@ plugins:
     assert_eventually!(WAIT, new_one().await, "no span sent with the new config");
 }
 
-/// The real `rotel-agent` collector, killed on drop; its stdout and stderr lines collected.
-struct Rotel {
-    child: tokio::process::Child,
-    http: std::net::SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
-    _dir: TempDir,
-}
-
-impl Rotel {
-    async fn start(agent: &str) -> Self {
-        let dir = TempDir::new();
-        let free = || refused_addr();
-        let (http, grpc) = (free(), free());
-        let mut child = tokio::process::Command::new(agent)
-            .arg("start")
-            .arg("--otlp-http-endpoint")
-            .arg(http.to_string())
-            .arg("--otlp-grpc-endpoint")
-            .arg(grpc.to_string())
-            .args(["--exporter", "blackhole"])
-            .args(["--debug-log", "traces", "--debug-log", "logs"])
-            .args(["--debug-log-verbosity", "detailed"])
-            .arg("--pid-file")
-            .arg(dir.0.join("rotel.pid"))
-            .arg("--log-file")
-            .arg(dir.0.join("rotel.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {agent}: {e}"));
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for out in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let sink = Arc::clone(&lines);
-            tokio::spawn(async move {
-                let mut r = BufReader::new(out).lines();
-                while let Ok(Some(l)) = r.next_line().await {
-                    sink.lock().unwrap().push(l);
-                }
-            });
-        }
-        let deadline = Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(http).await.is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "rotel-agent exited with {status}: {:?}",
-                    lines.lock().unwrap()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "rotel-agent does not listen on {http}: {:?}",
-                lines.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self {
-            child,
-            http,
-            lines,
-            _dir: dir,
-        }
-    }
-
-    fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_rotel_collector_receives_the_gateway_spans_and_logs() {
     let Some(agent) = component("GWCTL_TEST_ROTEL", "rotel") else {
         return;
     };
-    let mut rotel = Rotel::start(&agent).await;
+    let mut rotel = Rotel::start(&agent, &Rotel::DEBUG_DUMP).await;
     let dead = refused_addr();
     let echo = Echo::start("e").await;
     let conf = plugin(json!({

@@ -12,6 +12,7 @@ pub mod pg;
 pub mod pg_backend;
 pub mod raw;
 pub mod redis;
+pub mod rotel;
 pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -162,6 +162,20 @@ async fn receive(
             .into_response();
     }
     let path = uri.path().to_owned();
+    // Collectors compress (rotel's default is gzip), as OpenObserve accepts.
+    let body = match headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()) {
+        None | Some(b"identity") => body,
+        Some(b"gzip") => {
+            let mut out = Vec::new();
+            if std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+                .is_err()
+            {
+                return (StatusCode::BAD_REQUEST, "bad gzip").into_response();
+            }
+            Bytes::from(out)
+        }
+        Some(_) => return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unknown encoding").into_response(),
+    };
     let proto = [(header::CONTENT_TYPE, "application/x-protobuf")];
     if path.ends_with("/v1/traces") {
         let Ok(req) = ExportTraceServiceRequest::decode(body) else {
