@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         Command::Setup(args) => setup::run(args),
         Command::Register(args) => register::run(args),
         Command::Clean(args) => clean::run(args),
-        Command::Up(args) => up::run(args),
+        Command::Up(args) => up::run(args, json),
     };
     match outcome {
         Ok(code) => code,

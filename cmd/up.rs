@@ -11,7 +11,7 @@ use gwctl::ops::up::{self, UpOptions};
 use crate::cli::UpArgs;
 
 /// Run `gwctl up`.
-pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: UpArgs, log_json: bool) -> anyhow::Result<ExitCode> {
     let (user, password) = args
         .user
         .split_once(':')
@@ -41,6 +41,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             .ok()
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "http://127.0.0.1:4318".to_owned()),
+        log_json,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

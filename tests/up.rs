@@ -31,18 +31,18 @@ fn field(line: &str, key: &str) -> Option<String> {
         .find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_owned))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn up_runs_the_sample_system_and_ctrl_c_stops_it() {
-    service_dir();
-    let otlp = crate::support::otlp::OtlpReceiver::start().await;
+/// `gwctl up` (text logs, 2 replicas, a free proxy port) with the OTLP endpoint `otlp`; returns
+/// once it prints its `listening` line, with every output line collected.
+async fn start_up(otlp: &str) -> (tokio::process::Child, Arc<Mutex<Vec<String>>>, String) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gwctl"))
         .args(["--log-format", "text", "up", "--replicas", "2"])
         .args(["--proxy-listen", "127.0.0.1:0"])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.url())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
         // The services' batch processors: export quickly.
         .env("OTEL_BSP_SCHEDULE_DELAY", "200")
         .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
         .env_remove("GWCTL_LOG")
+        .env_remove("GWCTL_LOG_FORMAT")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -80,6 +80,31 @@ async fn up_runs_the_sample_system_and_ctrl_c_stops_it() {
             sink.lock().unwrap().push(l);
         }
     });
+    (child, lines, listening)
+}
+
+/// SIGINT (Ctrl-C); asserts `gwctl up` exits 0 within 40 s.
+async fn ctrl_c(child: &mut tokio::process::Child, lines: &Mutex<Vec<String>>) {
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
+        .await
+        .expect("gwctl up stops within 40 s")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{:#?}", lines.lock().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_the_sample_system_and_ctrl_c_stops_it() {
+    service_dir();
+    let otlp = crate::support::otlp::OtlpReceiver::start().await;
+    let (mut child, lines, listening) = start_up(&otlp.url()).await;
     let proxy = field(&listening, "proxy").expect("proxy=");
     assert!(field(&listening, "admin").is_some(), "{listening}");
     let base = format!("http://{proxy}");
@@ -216,19 +241,7 @@ async fn up_runs_the_sample_system_and_ctrl_c_stops_it() {
     assert_eq!(seen.len(), 2, "{seen:?}");
 
     // Ctrl-C: everything stops, exit 0.
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
-        .await
-        .expect("gwctl up stops within 40 s")
-        .unwrap();
-    assert_eq!(status.code(), Some(0), "{:#?}", lines.lock().unwrap());
+    ctrl_c(&mut child, &lines).await;
     assert!(
         tokio::net::TcpStream::connect(proxy.as_str())
             .await
@@ -239,5 +252,70 @@ async fn up_runs_the_sample_system_and_ctrl_c_stops_it() {
     assert!(
         !text.contains("jwt_secret") && !text.contains("JWT_SECRET="),
         "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_without_a_collector_says_so_once_and_exports_nothing() {
+    service_dir();
+    let dead = crate::support::refused_addr();
+    let (mut child, lines, listening) = start_up(&format!("http://{dead}")).await;
+    let proxy = field(&listening, "proxy").expect("proxy=");
+    let admin = field(&listening, "admin").expect("admin=");
+    let http = reqwest::Client::new();
+    // The system works; the gateway has every stack plugin but opentelemetry.
+    let r = http
+        .post(format!("http://{proxy}/api/auth/login"))
+        .json(&serde_json::json!({"username": "demo", "password": "demo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let token = r.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = http
+        .get(format!("http://{proxy}/api/monitor/alerts"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let plugins: serde_json::Value = http
+        .get(format!("http://{admin}/plugins"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = plugins["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"prometheus") && names.contains(&"jwt"),
+        "{names:?}"
+    );
+    assert!(!names.contains(&"opentelemetry"), "{names:?}");
+    // Give exporters time to fail, if any were still exporting.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ctrl_c(&mut child, &lines).await;
+    let lines = lines.lock().unwrap().clone();
+    let notices = lines
+        .iter()
+        .filter(|l| l.contains("no OTLP collector answers"))
+        .count();
+    assert_eq!(notices, 1, "{lines:#?}");
+    // One format on the terminal (the replicas' register lines too), no export failures.
+    assert!(!lines.iter().any(|l| l.starts_with('{')), "{lines:#?}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("Export") || l.contains("could not export")),
+        "{lines:#?}"
     );
 }

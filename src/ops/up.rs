@@ -41,6 +41,9 @@ pub struct UpOptions {
     pub services_dir: PathBuf,
     /// OTLP/HTTP base URL for the services and the gateway's opentelemetry plugin.
     pub otlp_endpoint: String,
+    /// The log format of the replicas' `gwctl register` (the same as `up`'s own, so that one
+    /// terminal does not mix JSON and text lines).
+    pub log_json: bool,
 }
 
 /// What `run` reports once everything is up (for the binary to print).
@@ -103,8 +106,20 @@ pub async fn run(
     .await
     .context("hashing the demo password")?;
     write_private(&users, &format!("{}:{hash}\n", options.user))?;
+    // Without a collector, export nothing rather than fill the terminal with export failures.
+    let collector = collector_answers(&options.otlp_endpoint).await;
+    let stack = if collector {
+        STACK_CONFIG.to_owned()
+    } else {
+        tracing::warn!(
+            endpoint = %options.otlp_endpoint,
+            "no OTLP collector answers: traces and logs are not exported (start one there, or \
+             point OTEL_EXPORTER_OTLP_ENDPOINT at one)"
+        );
+        without_plugin(STACK_CONFIG, "opentelemetry")?
+    };
     let config = dir.0.join("gateway.yml");
-    std::fs::write(&config, STACK_CONFIG).context("writing the stack configuration")?;
+    std::fs::write(&config, stack).context("writing the stack configuration")?;
 
     // The gateway, in this process.
     let (gw_tx, gw_rx) = watch::channel(false);
@@ -179,6 +194,14 @@ pub async fn run(
                     .env("JWT_SECRET", &jwt_secret)
                     .env("OTEL_SERVICE_NAME", spec.binary)
                     .env("OTEL_EXPORTER_OTLP_ENDPOINT", &options.otlp_endpoint)
+                    .env(
+                        "OTEL_SDK_DISABLED",
+                        if collector { "false" } else { "true" },
+                    )
+                    .env(
+                        "GWCTL_LOG_FORMAT",
+                        if options.log_json { "json" } else { "text" },
+                    )
                     .env_remove("GWCTL_ADMIN_TOKEN")
                     .stdin(Stdio::null())
                     .kill_on_drop(true)
@@ -214,6 +237,38 @@ pub async fn run(
         tracing::error!(error = %e, "gateway stopped with an error");
     }
     result
+}
+
+/// Whether something accepts TCP connections at the OTLP endpoint's host and port (1 s).
+async fn collector_answers(endpoint: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(endpoint) else {
+        return false;
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect((host, port))
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+/// The declarative `yaml` without the global plugin `name` (comments are not kept).
+fn without_plugin(yaml: &str, name: &str) -> anyhow::Result<String> {
+    let mut doc: serde_yaml::Value =
+        serde_yaml::from_str(yaml).context("parsing the stack configuration")?;
+    if let Some(plugins) = doc
+        .get_mut("plugins")
+        .and_then(serde_yaml::Value::as_sequence_mut)
+    {
+        plugins.retain(|p| p.get("name").and_then(serde_yaml::Value::as_str) != Some(name));
+    }
+    serde_yaml::to_string(&doc).context("writing the stack configuration")
 }
 
 /// A temporary directory removed on drop (holds the run's users file and configuration).
@@ -369,5 +424,42 @@ async fn stop_children(children: &mut [(String, SocketAddr, Child)]) {
                 let _ = child.kill().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stack_without_opentelemetry_keeps_everything_else() {
+        let full: serde_yaml::Value = serde_yaml::from_str(STACK_CONFIG).unwrap();
+        let names = |v: &serde_yaml::Value| -> Vec<String> {
+            v["plugins"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert!(names(&full).contains(&"opentelemetry".to_owned()));
+        let stripped: serde_yaml::Value =
+            serde_yaml::from_str(&without_plugin(STACK_CONFIG, "opentelemetry").unwrap()).unwrap();
+        let mut expected = names(&full);
+        expected.retain(|n| n != "opentelemetry");
+        assert_eq!(names(&stripped), expected);
+        assert_eq!(stripped["services"], full["services"]);
+        assert_eq!(stripped["consumers"], full["consumers"]);
+        assert_eq!(stripped["upstreams"], full["upstreams"]);
+    }
+
+    #[tokio::test]
+    async fn a_collector_is_found_only_where_something_listens() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(collector_answers(&format!("http://{addr}")).await);
+        drop(l);
+        assert!(!collector_answers(&format!("http://{addr}")).await);
+        assert!(!collector_answers("not a url").await);
     }
 }
