@@ -542,4 +542,5 @@ EOF
 verdict() { if [[ $1 == true ]]; then echo "MET"; else echo "MISSED"; fi; }
 mb() { awk -v k="${1:-0}" 'BEGIN {printf "%.1f", k / 1024}'; }
 
-main "$@"
+# Run only when executed, so that other benchmarks (bench/observability.sh) can source the helpers.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then main "$@"; fi

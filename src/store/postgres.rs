@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
+use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
@@ -219,25 +219,24 @@ impl PgStore {
         Ok(())
     }
 
-    /// A transaction for an admin write. Every pooled connection busy (a burst of writes, which
-    /// serialise on the revision row) is not an outage: while the database is known to be
-    /// reachable the write waits for a connection, up to [`BUSY_WAIT`]; only then, or when the
-    /// database is not reachable, it fails as unavailable.
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+    /// Run an admin write's statement. Every pooled connection busy (a burst of writes) is not
+    /// an outage: while the database is known to be reachable the write waits for a connection,
+    /// up to [`BUSY_WAIT`]; then, or on any other error, the error goes to the caller.
+    async fn with_connection_wait<T, F, Fut>(&self, f: F) -> Result<T, sqlx::Error>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
         let deadline = tokio::time::Instant::now() + BUSY_WAIT;
         loop {
-            match self.pool.begin().await {
-                Ok(tx) => return Ok(tx),
+            match f().await {
                 Err(sqlx::Error::PoolTimedOut)
                     if self.reachable.load(Ordering::Relaxed)
                         && tokio::time::Instant::now() < deadline =>
                 {
                     tracing::debug!("every database connection busy; waiting");
                 }
-                Err(e) => {
-                    self.reachable.store(false, Ordering::Relaxed);
-                    return Err(unavailable(&e));
-                }
+                other => return other,
             }
         }
     }
@@ -298,12 +297,22 @@ impl PgStore {
         }
     }
 
-    async fn write_tx(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        op: &WriteOp,
-    ) -> Result<Option<i64>, sqlx::Error> {
-        let (kind, id, verb) = match op {
+    /// One admin write as ONE statement (one round trip, atomic on its own): the entity's
+    /// insert/upsert or delete, its change-log row, and the `NOTIFY` (delivered at commit), as
+    /// data-modifying CTEs. `Ok(None)`: a delete that found nothing (no change logged).
+    async fn write_stmt(&self, op: &WriteOp) -> Result<Option<i64>, sqlx::Error> {
+        // The change-log row and the notification, over the CTE `e` (the written entity's id).
+        let log_and_notify = |first: usize| {
+            let (kind, verb, node, channel) = (first, first + 1, first + 2, first + 3);
+            format!(
+                ", c AS (INSERT INTO gwctl_changes (kind, entity_id, op, node_id) \
+                 SELECT ${kind}::text, e.id, ${verb}::text, ${node}::uuid FROM e RETURNING id, entity_id) \
+                 SELECT c.id FROM c CROSS JOIN LATERAL (SELECT pg_notify(${channel}::text, \
+                 json_build_object('id', c.id, 'kind', ${kind}::text, 'entity_id', c.entity_id, \
+                 'op', ${verb}::text, 'node', ${node}::uuid)::text)) AS n"
+            )
+        };
+        let row = match op {
             WriteOp::Insert(e) | WriteOp::Upsert(e) => {
                 let cols = column_defs(e.kind());
                 let mut names = vec!["id", "data"];
@@ -311,7 +320,7 @@ impl PgStore {
                 let placeholders: Vec<String> =
                     (1..=names.len()).map(|i| format!("${i}")).collect();
                 let mut sql = format!(
-                    "INSERT INTO {} ({}) VALUES ({})",
+                    "WITH e AS (INSERT INTO {} ({}) VALUES ({})",
                     table(e.kind()),
                     names.join(", "),
                     placeholders.join(", ")
@@ -326,7 +335,9 @@ impl PgStore {
                         sets.join(", ")
                     ));
                 }
-                let mut q = sqlx::query(&sql)
+                sql.push_str(" RETURNING id)");
+                sql.push_str(&log_and_notify(names.len() + 1));
+                let mut q = sqlx::query_scalar::<_, i64>(&sql)
                     .bind(e.id())
                     .bind(sqlx::types::Json(e.to_json()));
                 for c in cols {
@@ -337,41 +348,30 @@ impl PgStore {
                         q = q.bind(e.text(field).map(str::to_owned));
                     }
                 }
-                q.execute(&mut **tx).await?;
-                (e.kind(), e.id(), "upsert")
+                q.bind(e.kind().name())
+                    .bind("upsert")
+                    .bind(self.node_id)
+                    .bind(CHANNEL)
+                    .fetch_optional(&self.pool)
+                    .await?
             }
             WriteOp::Delete(kind, id) => {
-                let sql = format!("DELETE FROM {} WHERE id = $1", table(*kind));
-                let done = sqlx::query(&sql).bind(id).execute(&mut **tx).await?;
-                if done.rows_affected() == 0 {
-                    return Ok(None);
-                }
-                (*kind, *id, "delete")
+                let sql = format!(
+                    "WITH e AS (DELETE FROM {} WHERE id = $1 RETURNING id){}",
+                    table(*kind),
+                    log_and_notify(2)
+                );
+                sqlx::query_scalar::<_, i64>(&sql)
+                    .bind(id)
+                    .bind(kind.name())
+                    .bind("delete")
+                    .bind(self.node_id)
+                    .bind(CHANNEL)
+                    .fetch_optional(&self.pool)
+                    .await?
             }
         };
-        let change: i64 = sqlx::query_scalar(
-            "INSERT INTO gwctl_changes (kind, entity_id, op, node_id) VALUES ($1, $2, $3, $4) \
-             RETURNING id",
-        )
-        .bind(kind.name())
-        .bind(id)
-        .bind(verb)
-        .bind(self.node_id)
-        .fetch_one(&mut **tx)
-        .await?;
-        let payload = json!({
-            "id": change,
-            "kind": kind.name(),
-            "entity_id": id,
-            "op": verb,
-            "node": self.node_id,
-        });
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(payload.to_string())
-            .execute(&mut **tx)
-            .await?;
-        Ok(Some(change))
+        Ok(row)
     }
 }
 
@@ -529,15 +529,8 @@ impl Store for PgStore {
     }
 
     async fn write(&self, op: WriteOp) -> Result<Vec<(EntityKind, Uuid)>, StoreError> {
-        let mut tx = self.begin().await?;
-        let change = match self.write_tx(&mut tx, &op).await {
-            Ok(c) => c,
-            Err(e) => return Err(self.map_write_error(e, &op)),
-        };
-        tx.commit().await.map_err(|e| {
-            self.reachable.store(false, Ordering::Relaxed);
-            unavailable(&e)
-        })?;
+        let change = self.with_connection_wait(|| self.write_stmt(&op)).await;
+        let change = change.map_err(|e| self.map_write_error(e, &op))?;
         self.reachable.store(true, Ordering::Relaxed);
         let removed = match op {
             WriteOp::Insert(e) | WriteOp::Upsert(e) => {
