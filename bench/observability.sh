@@ -64,22 +64,10 @@ start_rotel() {
     ROTEL_HTTP="$http"
 }
 
-# start_variant WORKERS UPSTREAM_PORT plain|observed -> sets STARTED_PORT, STARTED_PID, STARTED_STATUS
-start_variant() {
-    local workers="$1" upstream="$2" variant="$3" dir port sport
-    dir="$WORK/gwctl-$workers-$variant"
-    mkdir -p "$dir"
-    cat >"$dir/kong.yml" <<EOF
-_format_version: "3.0"
-services:
-  - name: bench-upstream
-    url: http://127.0.0.1:$upstream
-    routes:
-      - name: bench-all
-        paths: ["/"]
-EOF
-    if [[ "$variant" == observed ]]; then
-        cat >>"$dir/kong.yml" <<EOF
+# The observed variant's plugins (global), for start_gwctl.
+gwctl_variant_config() {
+    [[ "$1" == observed ]] || return 0
+    cat <<EOF
 plugins:
   - name: prometheus
     config:
@@ -95,21 +83,6 @@ plugins:
       sampling_rate: 1.0
       resource_attributes: {service.name: gwctl-bench}
 EOF
-    fi
-    port="$(free_port)"
-    sport="$(free_port)"
-    "$GWCTL" serve --proxy-listen "127.0.0.1:$port" --admin-listen off \
-        --status-listen "127.0.0.1:$sport" --workers "$workers" --config "$dir/kong.yml" \
-        --log-level warn >"$dir/log" 2>&1 &
-    STARTED_PID=$!
-    PIDS+=("$STARTED_PID")
-    STARTED_PORT="$port"
-    STARTED_STATUS="$sport"
-    wait_http "http://127.0.0.1:$sport/status/ready" "$STARTED_PID" || {
-        tail -n 30 "$dir/log" >&2 || true
-        die "gwctl serve ($variant) did not become ready"
-    }
-    [[ "$(http_code "http://127.0.0.1:$port/")" == 200 ]] || die "gwctl ($variant) does not proxy GET /"
 }
 
 # metric_sum STATUS_PORT NAME: the sum of a metric's samples on /metrics
@@ -135,9 +108,9 @@ obs_main() {
 
     local w p round a_port b_port b_status url sent
     for w in $WORKERS_LIST; do
-        start_variant "$w" "$up_port" plain
+        start_gwctl "$w" "$up_port" plain
         a_port="$STARTED_PORT"
-        start_variant "$w" "$up_port" observed
+        start_gwctl "$w" "$up_port" observed
         b_port="$STARTED_PORT"
         b_status="$STARTED_STATUS"
         if [[ "$(seconds "$WARMUP")" -gt 0 ]]; then

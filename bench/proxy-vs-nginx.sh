@@ -223,7 +223,26 @@ BENCH_JWT_KEY="bench-issuer"
 BENCH_JWT_SECRET="bench-secret-0123456789abcdef0123456789"
 BENCH_TOKEN=""
 
-# start_gwctl WORKERS UPSTREAM_PORT [plain|plugins] -> sets STARTED_PORT, STARTED_PID
+# gwctl_variant_config VARIANT: what the variant adds to the benchmark's declarative file
+# (after the route); other benchmarks sourcing this file redefine it for their variants.
+gwctl_variant_config() {
+    [[ "$1" == plugins ]] || return 0
+    cat <<EOF
+        plugins:
+          - name: jwt
+          - name: jwt-claim-headers
+            config: {claims: {sub: x-user-id}}
+          - name: rate-limiting
+            config: {second: 100000000, policy: local}
+consumers:
+  - username: bench
+    jwt_secrets:
+      - key: $BENCH_JWT_KEY
+        secret: $BENCH_JWT_SECRET
+EOF
+}
+
+# start_gwctl WORKERS UPSTREAM_PORT [plain|plugins|...] -> sets STARTED_PORT, STARTED_PID, STARTED_STATUS
 start_gwctl() {
     local workers="$1" upstream="$2" variant="${3:-plain}" dir port sport
     dir="$WORK/gwctl-$workers-$variant"
@@ -237,21 +256,7 @@ services:
       - name: bench-all
         paths: ["/"]
 EOF
-    if [[ "$variant" == plugins ]]; then
-        cat >>"$dir/kong.yml" <<EOF
-        plugins:
-          - name: jwt
-          - name: jwt-claim-headers
-            config: {claims: {sub: x-user-id}}
-          - name: rate-limiting
-            config: {second: 100000000, policy: local}
-consumers:
-  - username: bench
-    jwt_secrets:
-      - key: $BENCH_JWT_KEY
-        secret: $BENCH_JWT_SECRET
-EOF
-    fi
+    gwctl_variant_config "$variant" >>"$dir/kong.yml"
     port="$(free_port)"
     sport="$(free_port)"
     pinned "$CPUS_PROXY"
@@ -261,6 +266,7 @@ EOF
     STARTED_PID=$!
     PIDS+=("$STARTED_PID")
     STARTED_PORT="$port"
+    STARTED_STATUS="$sport"
     wait_http "http://127.0.0.1:$sport/status/ready" "$STARTED_PID" || {
         tail -n 30 "$dir/log" >&2 || true
         die "gwctl serve did not become ready (GET http://127.0.0.1:$sport/status/ready)"

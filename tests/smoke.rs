@@ -13,13 +13,12 @@
 //! binaries next to gwctl (tests/run.sh builds them).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::support::otlp::{OtlpReceiver, attr_str, hex};
@@ -54,20 +53,7 @@ impl Proc {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for out in [
-            Box::new(child.stdout.take().expect("stdout"))
-                as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let sink = Arc::clone(&lines);
-            tokio::spawn(async move {
-                let mut r = BufReader::new(out).lines();
-                while let Ok(Some(l)) = r.next_line().await {
-                    sink.lock().expect("lines").push(l);
-                }
-            });
-        }
+        let lines = crate::support::collect_output(&mut child);
         Self {
             name: name.to_owned(),
             child,
@@ -142,27 +128,6 @@ async fn run_ok(what: &str, cmd: &mut Command) -> String {
         out.status
     );
     text
-}
-
-/// `auth-service hash-password` with the password on stdin (never on a command line).
-async fn hash_password(auth_service: &Path, password: &str) -> String {
-    let mut child = Command::new(auth_service)
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn auth-service hash-password");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(password.as_bytes()).await.expect("write");
-    drop(stdin);
-    let out = child.wait_with_output().await.expect("wait");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
 }
 
 /// The value of `key=` in a text log line.
@@ -271,7 +236,9 @@ async fn the_stack_passes_the_postman_collection_and_traces_span_gateway_and_ser
         "auth_users.txt",
         &format!(
             "demo:{}\n",
-            hash_password(&services.join("auth-service"), &password).await
+            gwctl::ops::up::hash_password(&services.join("auth-service"), &password)
+                .await
+                .expect("auth-service hash-password")
         ),
     );
 

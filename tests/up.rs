@@ -83,6 +83,37 @@ async fn start_up(otlp: &str) -> (tokio::process::Child, Arc<Mutex<Vec<String>>>
     (child, lines, listening)
 }
 
+/// POST /api/auth/login through the gateway; the access token (asserts 200).
+async fn login(http: &reqwest::Client, base: &str, user: &str, password: &str) -> String {
+    let r = http
+        .post(format!("{base}/api/auth/login"))
+        .json(&serde_json::json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
+/// GET /api/monitor/alerts through the gateway with `token` (and extra headers).
+async fn alerts(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = http
+        .get(format!("{base}/api/monitor/alerts"))
+        .bearer_auth(token);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
 /// SIGINT (Ctrl-C); asserts `gwctl up` exits 0 within 40 s.
 async fn ctrl_c(child: &mut tokio::process::Child, lines: &Mutex<Vec<String>>) {
     let pid = child.id().unwrap().to_string();
@@ -111,17 +142,7 @@ async fn up_runs_the_sample_system_and_ctrl_c_stops_it() {
     let http = reqwest::Client::new();
 
     // Login with the default demo account.
-    let r = http
-        .post(format!("{base}/api/auth/login"))
-        .json(&serde_json::json!({"username": "demo", "password": "demo"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let token = r.json::<serde_json::Value>().await.unwrap()["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_owned();
+    let token = login(&http, &base, "demo", "demo").await;
     let r = http
         .post(format!("{base}/api/auth/login"))
         .json(&serde_json::json!({"username": "demo", "password": "wrong"}))
@@ -131,16 +152,16 @@ async fn up_runs_the_sample_system_and_ctrl_c_stops_it() {
     assert_eq!(r.status(), 401);
 
     // Alerts: with the token the service sees the user; without it the gateway answers.
-    let r = http
-        .get(format!("{base}/api/monitor/alerts"))
-        .bearer_auth(&token)
-        .header(
+    let r = alerts(
+        &http,
+        &base,
+        &token,
+        &[(
             "traceparent",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )
-        .send()
-        .await
-        .unwrap();
+        )],
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["user"], "demo", "{body}");
@@ -264,24 +285,9 @@ async fn up_without_a_collector_says_so_once_and_exports_nothing() {
     let admin = field(&listening, "admin").expect("admin=");
     let http = reqwest::Client::new();
     // The system works; the gateway has every stack plugin but opentelemetry.
-    let r = http
-        .post(format!("http://{proxy}/api/auth/login"))
-        .json(&serde_json::json!({"username": "demo", "password": "demo"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let token = r.json::<serde_json::Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let r = http
-        .get(format!("http://{proxy}/api/monitor/alerts"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let base = format!("http://{proxy}");
+    let token = login(&http, &base, "demo", "demo").await;
+    assert_eq!(alerts(&http, &base, &token, &[]).await.status(), 200);
     let plugins: serde_json::Value = http
         .get(format!("http://{admin}/plugins"))
         .send()

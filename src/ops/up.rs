@@ -315,7 +315,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// The argon2 hash of `password`, from `auth-service hash-password` (password on stdin, never
 /// on a command line).
-async fn hash_password(auth_service: &Path, password: &str) -> anyhow::Result<String> {
+pub async fn hash_password(auth_service: &Path, password: &str) -> anyhow::Result<String> {
     let mut child = Command::new(auth_service)
         .arg("hash-password")
         .stdin(Stdio::piped())

@@ -39,6 +39,28 @@ macro_rules! assert_eventually {
     }};
 }
 
+/// Collect a child's stdout and stderr lines (both piped) as they come, in one list.
+pub fn collect_output(
+    child: &mut tokio::process::Child,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use tokio::io::AsyncBufReadExt;
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let outs: [Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>; 2] = [
+        child.stdout.take().map(|o| Box::new(o) as _),
+        child.stderr.take().map(|e| Box::new(e) as _),
+    ];
+    for out in outs.into_iter().flatten() {
+        let sink = std::sync::Arc::clone(&lines);
+        tokio::spawn(async move {
+            let mut r = tokio::io::BufReader::new(out).lines();
+            while let Ok(Some(l)) = r.next_line().await {
+                sink.lock().expect("lines").push(l);
+            }
+        });
+    }
+    lines
+}
+
 /// A fresh temporary directory, removed on drop.
 pub struct TempDir(pub std::path::PathBuf);
 

@@ -6,8 +6,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-
 use super::{TempDir, refused_addr};
 
 /// A running collector.
@@ -73,20 +71,7 @@ impl Rotel {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {agent}: {e}"));
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for out in [
-            Box::new(child.stdout.take().expect("stdout"))
-                as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let sink = Arc::clone(&lines);
-            tokio::spawn(async move {
-                let mut r = BufReader::new(out).lines();
-                while let Ok(Some(l)) = r.next_line().await {
-                    sink.lock().expect("lines").push(l);
-                }
-            });
-        }
+        let lines = super::collect_output(&mut child);
         let deadline = Instant::now() + Duration::from_secs(15);
         while tokio::net::TcpStream::connect(http).await.is_err() {
             if let Ok(Some(status)) = child.try_wait() {
