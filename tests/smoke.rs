@@ -39,6 +39,7 @@ struct Proc {
     name: String,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    _group: crate::support::GroupKill,
 }
 
 impl Proc {
@@ -51,13 +52,16 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let group = crate::support::GroupKill::of(&child);
         let lines = crate::support::collect_output(&mut child);
         Self {
             name: name.to_owned(),
             child,
             lines,
+            _group: group,
         }
     }
 

@@ -33,7 +33,14 @@ fn field(line: &str, key: &str) -> Option<String> {
 
 /// `gwctl up` (text logs, 2 replicas, a free proxy port) with the OTLP endpoint `otlp`; returns
 /// once it prints its `listening` line, with every output line collected.
-async fn start_up(otlp: &str) -> (tokio::process::Child, Arc<Mutex<Vec<String>>>, String) {
+async fn start_up(
+    otlp: &str,
+) -> (
+    tokio::process::Child,
+    Arc<Mutex<Vec<String>>>,
+    String,
+    crate::support::GroupKill,
+) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gwctl"))
         .args(["--log-format", "text", "up", "--replicas", "2"])
         .args(["--proxy-listen", "127.0.0.1:0"])
@@ -48,8 +55,10 @@ async fn start_up(otlp: &str) -> (tokio::process::Child, Arc<Mutex<Vec<String>>>
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        .process_group(0)
         .spawn()
         .expect("spawn gwctl up");
+    let group = crate::support::GroupKill::of(&child);
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -80,7 +89,7 @@ async fn start_up(otlp: &str) -> (tokio::process::Child, Arc<Mutex<Vec<String>>>
             sink.lock().unwrap().push(l);
         }
     });
-    (child, lines, listening)
+    (child, lines, listening, group)
 }
 
 /// POST /api/auth/login through the gateway; the access token (asserts 200).
@@ -135,7 +144,7 @@ async fn ctrl_c(child: &mut tokio::process::Child, lines: &Mutex<Vec<String>>) {
 async fn up_runs_the_sample_system_and_ctrl_c_stops_it() {
     service_dir();
     let otlp = crate::support::otlp::OtlpReceiver::start().await;
-    let (mut child, lines, listening) = start_up(&otlp.url()).await;
+    let (mut child, lines, listening, _group) = start_up(&otlp.url()).await;
     let proxy = field(&listening, "proxy").expect("proxy=");
     assert!(field(&listening, "admin").is_some(), "{listening}");
     let base = format!("http://{proxy}");
@@ -280,7 +289,7 @@ async fn up_runs_the_sample_system_and_ctrl_c_stops_it() {
 async fn up_without_a_collector_says_so_once_and_exports_nothing() {
     service_dir();
     let dead = crate::support::refused_addr();
-    let (mut child, lines, listening) = start_up(&format!("http://{dead}")).await;
+    let (mut child, lines, listening, _group) = start_up(&format!("http://{dead}")).await;
     let proxy = field(&listening, "proxy").expect("proxy=");
     let admin = field(&listening, "admin").expect("admin=");
     let http = reqwest::Client::new();

@@ -39,6 +39,28 @@ macro_rules! assert_eventually {
     }};
 }
 
+/// Kills a whole process group when dropped: a test that fails half-way must not leave the
+/// grandchildren behind (a SIGKILLed `gwctl register` cannot stop its service). Spawn the
+/// child with `.process_group(0)` and keep this guard next to it.
+pub struct GroupKill(pub i32);
+
+impl GroupKill {
+    pub fn of(child: &tokio::process::Child) -> Self {
+        Self(child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0))
+    }
+}
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// Collect a child's stdout and stderr lines (both piped) as they come, in one list.
 pub fn collect_output(
     child: &mut tokio::process::Child,
