@@ -363,6 +363,11 @@ impl Proxy {
             Ok((resp, latency)) => {
                 info.upstream_latency = Some(latency.upstream);
                 info.proxy_latency = Some(latency.proxy);
+                let resp = if chain.has_response_phase() {
+                    chain.response(&mut ctx, resp).await
+                } else {
+                    resp
+                };
                 Ok(chain.respond(ctx, resp, Source::Upstream, info))
             }
             Err(err) => {
