@@ -59,3 +59,5 @@ mod register;
 mod setup_kong;
 // issue 5 §3/§4: gwctl's request-scoped log lines, the JSON access log, svc-telemetry.
 mod telemetry;
+// issue 8 §2-§4: grpc-gateway transcoding and reflection discovery against a tonic server.
+mod grpc_gateway;

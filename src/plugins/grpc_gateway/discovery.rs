@@ -300,16 +300,20 @@ pub struct ExposedBinding {
 }
 
 /// What discovery exposes from a pool: the allowed unary methods' annotations, else (opt-in)
-/// their conventional binding. Warnings say what was skipped.
+/// their conventional binding, for the services in `listed` (what the server lists; a file
+/// may define more services than the server runs). Warnings say what was skipped.
 pub fn exposed_bindings(
     pool: &DescriptorPool,
+    listed: &[String],
     allow: &AllowList,
     naming_convention: bool,
 ) -> (Vec<ExposedBinding>, Vec<String>) {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
     for service in pool.services() {
-        if is_infrastructure(service.full_name()) {
+        if is_infrastructure(service.full_name())
+            || !listed.iter().any(|l| l == service.full_name())
+        {
             continue;
         }
         for method in service.methods() {
@@ -798,8 +802,12 @@ impl Discovery {
                 DiscoveryError::Config(format!("service {} has no address", service.host))
             }));
         };
-        let (exposed, mut warnings) =
-            exposed_bindings(&reflected.pool, &allow, conf.naming_convention);
+        let (exposed, mut warnings) = exposed_bindings(
+            &reflected.pool,
+            &reflected.services,
+            &allow,
+            conf.naming_convention,
+        );
         let label = service
             .name
             .clone()
@@ -1101,6 +1109,10 @@ message Users2 { repeated User users = 1; }
         pool
     }
 
+    fn all(pool: &DescriptorPool) -> Vec<String> {
+        pool.services().map(|s| s.full_name().to_owned()).collect()
+    }
+
     fn conv(pool: &DescriptorPool, m: &str) -> Option<ConventionBinding> {
         let s = pool.get_service_by_name("conv.Users").unwrap();
         let m = s.methods().find(|x| x.name() == m).unwrap();
@@ -1139,10 +1151,10 @@ message Users2 { repeated User users = 1; }
     #[test]
     fn exposure_honours_allow_list_annotations_and_convention_opt_in() {
         let pool = conv_pool();
-        let all = AllowList::new(&["conv.Users/*".into()]);
-        let (none, _) = exposed_bindings(&pool, &all, false);
+        let every = AllowList::new(&["conv.Users/*".into()]);
+        let (none, _) = exposed_bindings(&pool, &all(&pool), &every, false);
         assert!(none.is_empty(), "no annotations, convention off");
-        let (some, warnings) = exposed_bindings(&pool, &all, true);
+        let (some, warnings) = exposed_bindings(&pool, &all(&pool), &every, true);
         let names: Vec<String> = some.iter().map(|b| b.method.name().to_owned()).collect();
         assert_eq!(
             names,
@@ -1157,10 +1169,19 @@ message Users2 { repeated User users = 1; }
         );
         assert!(warnings.iter().any(|w| w.contains("Ping")));
         let only_get = AllowList::new(&["conv.Users/GetUser".into()]);
-        let (one, _) = exposed_bindings(&pool, &only_get, true);
+        let (one, _) = exposed_bindings(&pool, &all(&pool), &only_get, true);
         assert_eq!(one.len(), 1);
         // Annotations win over the convention.
-        let (ann, _) = exposed_bindings(&users_pool(), &AllowList::new(&["demo.*/*".into()]), true);
+        let users = users_pool();
+        let (ann, _) = exposed_bindings(
+            &users,
+            &all(&users),
+            &AllowList::new(&["demo.*/*".into()]),
+            true,
+        );
+        // A service the server does not list is not exposed, whatever its file says.
+        let (none, _) = exposed_bindings(&users, &[], &AllowList::new(&["demo.*/*".into()]), true);
+        assert!(none.is_empty());
         assert!(
             ann.iter()
                 .all(|b| b.source == "annotation" || b.method.name() != "GetUser")
@@ -1196,7 +1217,7 @@ message Users2 { repeated User users = 1; }
 
     fn wanted(pool: &DescriptorPool, allow: &[&str], plugin: Uuid, svc: Uuid) -> Vec<Route> {
         let allow: Vec<String> = allow.iter().map(|s| (*s).to_owned()).collect();
-        let (b, _) = exposed_bindings(pool, &AllowList::new(&allow), true);
+        let (b, _) = exposed_bindings(pool, &all(pool), &AllowList::new(&allow), true);
         desired_routes(plugin, "users-svc", "/api", &b)
             .iter()
             .map(|d| signed_route(d, plugin, svc, &NoPlugins).unwrap())
@@ -1300,7 +1321,12 @@ message Users2 { repeated User users = 1; }
         assert!(p.delete.is_empty());
         assert_eq!(p.kept.len(), 2);
         // A route whose wanted content changed (another prefix) is rewritten in place.
-        let (b, _) = exposed_bindings(&pool, &AllowList::new(&["conv.Users/GetUser".into()]), true);
+        let (b, _) = exposed_bindings(
+            &pool,
+            &all(&pool),
+            &AllowList::new(&["conv.Users/GetUser".into()]),
+            true,
+        );
         let moved: Vec<Route> = desired_routes(plugin, "users-svc", "/v2", &b)
             .iter()
             .map(|d| signed_route(d, plugin, svc, &NoPlugins).unwrap())

@@ -293,18 +293,40 @@ async fn exchange(
         .collect()
 }
 
+/// A file as received: its name and dependencies, and the encoded descriptor (decoded by the
+/// pool itself, which keeps the options' extensions, e.g. `google.api.http`; prost-types'
+/// structs would drop them).
+#[derive(Debug, Clone)]
+struct RawFile {
+    dependencies: Vec<String>,
+    raw: Vec<u8>,
+}
+
+impl RawFile {
+    fn decode(raw: Vec<u8>) -> Result<(String, Self), ReflectionError> {
+        let fd = FileDescriptorProto::decode(raw.as_slice())
+            .map_err(|e| ReflectionError::Protocol(e.to_string()))?;
+        Ok((
+            fd.name().to_owned(),
+            Self {
+                dependencies: fd.dependency,
+                raw,
+            },
+        ))
+    }
+}
+
 /// Files from answers, by name (first wins).
 fn collect_files(
     answers: Vec<ReflectionResponse>,
-    files: &mut BTreeMap<String, FileDescriptorProto>,
+    files: &mut BTreeMap<String, RawFile>,
 ) -> Result<(), ReflectionError> {
     for a in answers {
         match a.answer {
             Some(Answer::Files(f)) => {
                 for raw in f.file_descriptor_proto {
-                    let fd = FileDescriptorProto::decode(raw.as_slice())
-                        .map_err(|e| ReflectionError::Protocol(e.to_string()))?;
-                    files.entry(fd.name().to_owned()).or_insert(fd);
+                    let (name, file) = RawFile::decode(raw)?;
+                    files.entry(name).or_insert(file);
                 }
             }
             // A file the server does not know (a dependency it left out): filled from the
@@ -372,7 +394,7 @@ pub async fn reflect(
         for _ in 0..8 {
             let missing: BTreeSet<String> = files
                 .values()
-                .flat_map(|f| f.dependency.iter().cloned())
+                .flat_map(|f| f.dependencies.iter().cloned())
                 .filter(|d| !files.contains_key(d))
                 .collect();
             if missing.is_empty() {
@@ -384,7 +406,13 @@ pub async fn reflect(
                 if !files.contains_key(name)
                     && let Some(f) = super::proto::builtin_file(name)
                 {
-                    files.insert(name.clone(), f);
+                    files.insert(
+                        name.clone(),
+                        RawFile {
+                            dependencies: f.dependency.clone(),
+                            raw: f.encode_to_vec(),
+                        },
+                    );
                 }
             }
         }
@@ -399,15 +427,13 @@ pub async fn reflect(
 }
 
 /// A pool from files in any order (each added after its dependencies).
-fn build_pool(
-    mut files: BTreeMap<String, FileDescriptorProto>,
-) -> Result<DescriptorPool, ReflectionError> {
+fn build_pool(mut files: BTreeMap<String, RawFile>) -> Result<DescriptorPool, ReflectionError> {
     let mut pool = DescriptorPool::new();
     while !files.is_empty() {
         let ready: Vec<String> = files
             .iter()
             .filter(|(_, f)| {
-                f.dependency
+                f.dependencies
                     .iter()
                     .all(|d| pool.get_file_by_name(d).is_some())
             })
@@ -421,7 +447,7 @@ fn build_pool(
         }
         for name in ready {
             if let Some(f) = files.remove(&name) {
-                pool.add_file_descriptor_proto(f)
+                pool.decode_file_descriptor_proto(f.raw.as_slice())
                     .map_err(|e| ReflectionError::Descriptors(e.to_string()))?;
             }
         }
@@ -472,7 +498,8 @@ mod tests {
         let pool = super::super::proto::tests::users_pool();
         let mut files = BTreeMap::new();
         for f in pool.files() {
-            files.insert(f.name().to_owned(), f.file_descriptor_proto().clone());
+            let (name, raw) = RawFile::decode(f.encode_to_vec()).unwrap();
+            files.insert(name, raw);
         }
         assert!(files.len() >= 4);
         let rebuilt = build_pool(files.clone()).unwrap();
