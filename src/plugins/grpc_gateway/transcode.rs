@@ -114,13 +114,16 @@ fn slot<'a>(obj: &'a mut Map<String, Value>, f: &FieldDescriptor) -> &'a mut Val
     obj.entry(f.name().to_owned()).or_insert(Value::Null)
 }
 
+/// The last field of a path and the object holding it.
+type Slot<'a> = Option<(FieldDescriptor, &'a mut Map<String, Value>)>;
+
 /// Walk `path` (`a.b.c`) from `root`, creating objects for the singular message fields on the
 /// way; the last field and its parent object. `None` when a segment names no field.
 fn walk<'a>(
     root: &'a mut Map<String, Value>,
     desc: &MessageDescriptor,
     path: &str,
-) -> Result<Option<(FieldDescriptor, &'a mut Map<String, Value>)>, RequestError> {
+) -> Result<Slot<'a>, RequestError> {
     let mut desc = desc.clone();
     let mut obj = root;
     let mut segs = path.split('.').peekable();
