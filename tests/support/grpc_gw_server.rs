@@ -492,3 +492,111 @@ impl Drop for GrpcServer {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// An HTTP/1.1 stand-in: the same behaviour, gRPC framing and `grpc-status` in the response
+// headers, over HTTP/1.1 (what the proxy speaks to `http` services). It runs the transcoding
+// tests through the proxy without an HTTP/2 upstream; the tonic server runs them over h2.
+
+/// A running HTTP/1.1 gRPC stand-in.
+pub struct Http1GrpcServer {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+fn grpc_answer(
+    code: i32,
+    message: &str,
+    body: Vec<u8>,
+) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    let mut resp = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    let h = resp.headers_mut();
+    h.insert("content-type", "application/grpc".parse().unwrap());
+    h.insert("grpc-status", code.to_string().parse().unwrap());
+    let encoded =
+        percent_encoding::utf8_percent_encode(message, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    h.insert("grpc-message", encoded.parse().unwrap());
+    h.insert("x-served-by", "http1-stand-in".parse().unwrap());
+    resp
+}
+
+impl Http1GrpcServer {
+    pub async fn start() -> Self {
+        use http_body_util::BodyExt;
+        let pool = Arc::new(protos().pool);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let pool = Arc::clone(&pool);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let pool = Arc::clone(&pool);
+                            async move {
+                                let path = req.uri().path().to_owned();
+                                let ct = req
+                                    .headers()
+                                    .get("content-type")
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or_default()
+                                    .to_owned();
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                let (svc_name, method) = path
+                                    .trim_start_matches('/')
+                                    .split_once('/')
+                                    .unwrap_or_default();
+                                let m = pool
+                                    .get_service_by_name(svc_name)
+                                    .and_then(|s| s.methods().find(|m| m.name() == method));
+                                let answer = match m {
+                                    _ if ct != "application/grpc" => {
+                                        grpc_answer(3, &format!("content-type {ct}"), Vec::new())
+                                    }
+                                    None => grpc_answer(12, &path, Vec::new()),
+                                    Some(m) => {
+                                        let frames =
+                                            gwctl::plugins::grpc_gateway::transcode::unframe(&body)
+                                                .unwrap();
+                                        let msg =
+                                            DynamicMessage::decode(m.input(), frames[0]).unwrap();
+                                        match behave(&pool, &path, &msg) {
+                                            Ok(out) => grpc_answer(
+                                                0,
+                                                "",
+                                                gwctl::plugins::grpc_gateway::transcode::frame(
+                                                    &out.encode_to_vec(),
+                                                )
+                                                .to_vec(),
+                                            ),
+                                            Err(st) => grpc_answer(
+                                                st.code() as i32,
+                                                st.message(),
+                                                Vec::new(),
+                                            ),
+                                        }
+                                    }
+                                };
+                                Ok::<_, Infallible>(answer)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, task }
+    }
+}
+
+impl Drop for Http1GrpcServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -837,8 +837,20 @@ impl Discovery {
             |rs: &[Route]| -> Vec<String> { rs.iter().filter_map(|r| r.name.clone()).collect() };
         report.unchanged = names(&p.unchanged);
         report.kept = names(&p.kept);
+        // The plan was made from one read of the store; a route the user edited since then is
+        // theirs: re-check each one right before writing it.
+        let edited_since = |id: Uuid| {
+            matches!(
+                attached.store.tables().get(EntityKind::Routes, id).map(|e| &**e),
+                Some(Entity::Route(cur)) if is_override(cur)
+            )
+        };
         for r in p.create.into_iter().chain(p.update.iter().cloned()) {
             let name = r.name.clone().unwrap_or_default();
+            if edited_since(r.id) {
+                report.kept.push(name);
+                continue;
+            }
             let created = !p.update.iter().any(|u| u.id == r.id);
             match attached
                 .store
@@ -852,6 +864,10 @@ impl Discovery {
         }
         for r in p.delete {
             let name = r.name.clone().unwrap_or_default();
+            if edited_since(r.id) {
+                report.kept.push(name);
+                continue;
+            }
             attached
                 .store
                 .write(WriteOp::Delete(EntityKind::Routes, r.id))
