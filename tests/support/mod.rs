@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod echo;
 pub mod gateway;
+pub mod grpc;
 pub mod netns;
 pub mod openobserve;
 pub mod otlp;
