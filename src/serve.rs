@@ -459,6 +459,7 @@ async fn worker(
             loop {
                 tick.tick().await;
                 proxy.pool().sweep();
+                proxy.h2_pool().sweep();
             }
         })
     };

@@ -269,6 +269,12 @@ impl Chain {
     ) -> Response<ProxyBody> {
         ctx.source = source;
         let plugins = self.resolved(ctx.auth.as_ref().map(|a| a.consumer.id));
+        // Gateway-made responses to gRPC clients go out in gRPC form; plugins see that form.
+        let resp = if ctx.grpc && source == Source::Gateway {
+            crate::proxy::respond::grpc_form(resp)
+        } else {
+            resp
+        };
         let (mut parts, body): (Parts, ProxyBody) = resp.into_parts();
         for p in &plugins {
             p.handler.header_filter(&mut ctx, &mut parts);
@@ -286,7 +292,7 @@ impl Chain {
         if filters.is_empty() && logging.is_empty() {
             return Response::from_parts(parts, body);
         }
-        info.status = parts.status.as_u16();
+        info.status = crate::proxy::respond::logged_status(&parts).as_u16();
         info.source = source;
         let log = (!logging.is_empty()).then(|| LogState {
             ctx,
