@@ -4,9 +4,10 @@
 //!   the allowed methods only, refresh adding and removing methods when the server's service set
 //!   changes, overrides (edited routes, `grpc-override`, hand-made `grpc-method:` routes) kept,
 //!   discovered routes listed, patched and deleted through the Admin API, schema violations.
-//! - Transcoding through the proxy (needs the HTTP/2 upstream of part 1, branch `grpc-proxy`):
-//!   path, query and body mapping, additional bindings, every gRPC status -> HTTP status, JSON
-//!   errors, discovered and overridden routes serving calls.
+//! - Transcoding through the proxy, over the tonic server (`grpc` service: the HTTP/2 upstream)
+//!   and over an HTTP/1.1 stand-in (`http` service): path, query and body mapping, additional
+//!   bindings, every gRPC status -> HTTP status, JSON errors, the allow list, discovered and
+//!   overridden routes serving calls.
 
 use std::time::Duration;
 
@@ -467,7 +468,7 @@ async fn reflection_config_is_validated() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Transcoding through the proxy (HTTP/2 upstream: part 1).
+// Transcoding through the proxy.
 
 /// Where the transcoded calls go: the tonic server (`grpc` service, HTTP/2) or the HTTP/1.1
 /// stand-in (`http` service).
