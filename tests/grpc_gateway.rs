@@ -778,3 +778,68 @@ async fn discovered_and_overridden_routes_serve_calls() {
     gw.stop().await;
     server.stop().await;
 }
+
+/// grpcs: reflection over TLS (ALPN h2) to the service's upstream targets, and a hand-made route
+/// (`grpc-method:` tag) for a method no convention maps, called through the TLS upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcs_discovery_through_upstream_targets() {
+    let (up, _ca) = crate::support::grpc::GrpcUpstream::start_tls(&["localhost"]).await;
+    let (gw, api) = admin().await;
+    api.post("/upstreams", &json!({"name": "fixture.upstream"}))
+        .await
+        .expect(201);
+    api.post(
+        "/upstreams/fixture.upstream/targets",
+        &json!({"target": format!("127.0.0.1:{}", up.addr.port())}),
+    )
+    .await
+    .expect(201);
+    api.post(
+        "/services",
+        &json!({"name": "fixture", "protocol": "grpcs", "host": "fixture.upstream", "port": 443}),
+    )
+    .await
+    .expect(201);
+    let plugin = reflection_plugin(
+        &api,
+        "fixture",
+        json!({"allow": ["gwctl.fixture.v1.Fixture/*"]}),
+    )
+    .await;
+    let report = refresh(&api, &plugin).await;
+    assert_eq!(report["reflection"], "v1");
+    assert!(
+        names(&report["services"]).contains(&"gwctl.fixture.v1.Fixture".to_owned()),
+        "{report}"
+    );
+    // Nothing maps by convention; the streaming methods are never transcoded.
+    assert_eq!(report["methods"], json!([]), "{report}");
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("Fixture/Bidi: streaming"), "{warnings}");
+    assert!(
+        warnings.contains("Fixture/Unary: no google.api.http"),
+        "{warnings}"
+    );
+    assert!(discovered(&api).await.is_empty());
+    api.post(
+        "/services/fixture/routes",
+        &json!({"name": "echo", "paths": ["/echo"], "methods": ["POST"],
+                "tags": ["grpc-method:gwctl.fixture.v1.Fixture.Unary", "grpc-body:*"]}),
+    )
+    .await
+    .expect(201);
+    let (s, v) = call(
+        &api,
+        Method::POST,
+        "/echo?seq=9",
+        Some(json!({"message": "hi", "seq": 3})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["message"], "hi");
+    // body "*": the query string is not used.
+    assert_eq!(v["seq"], 3);
+    assert_eq!(v["path"], "/gwctl.fixture.v1.Fixture/Unary");
+    gw.stop().await;
+    up.stop().await;
+}
