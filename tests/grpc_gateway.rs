@@ -187,11 +187,11 @@ async fn case_refresh_follows_the_server_and_keeps_overrides(api: &AdminApi) {
     };
     let server = GrpcServer::start(&first).await;
     let addr = server.addr;
-    grpc_service(&api, "users-grpc", &server).await;
+    grpc_service(api, "users-grpc", &server).await;
     let plugin =
-        reflection_plugin(&api, "users-grpc", json!({"allow": allow_users_widgets()})).await;
-    refresh(&api, &plugin).await;
-    let routes = discovered(&api).await;
+        reflection_plugin(api, "users-grpc", json!({"allow": allow_users_widgets()})).await;
+    refresh(api, &plugin).await;
+    let routes = discovered(api).await;
     let get_widget = routes["users-grpc.gwtest.v1.Widgets.GetWidget"].clone();
     let list_widgets = routes["users-grpc.gwtest.v1.Widgets.ListWidgets"].clone();
     let list_users = routes["users-grpc.gwtest.v1.UserService.ListUsers"].clone();
@@ -235,7 +235,7 @@ async fn case_refresh_follows_the_server_and_keeps_overrides(api: &AdminApi) {
         ..ServiceSet::default()
     };
     let server = GrpcServer::start_on(addr, &second).await;
-    let report = refresh(&api, &plugin).await;
+    let report = refresh(api, &plugin).await;
     assert_eq!(
         names(&report["created"]),
         [
@@ -261,7 +261,7 @@ async fn case_refresh_follows_the_server_and_keeps_overrides(api: &AdminApi) {
         ],
         "{report}"
     );
-    let routes = discovered(&api).await;
+    let routes = discovered(api).await;
     assert_eq!(
         routes["users-grpc.gwtest.v1.Widgets.GetWidget"]["paths"],
         json!(["~/gadgets/(?<id>[^/]+)$"]),
@@ -285,9 +285,9 @@ async fn case_refresh_follows_the_server_and_keeps_overrides(api: &AdminApi) {
         .await
         .expect(200);
     assert_eq!(patched["config"]["allow"], json!(["gwtest.v1.Extra/*"]));
-    let report = refresh(&api, &plugin).await;
+    let report = refresh(api, &plugin).await;
     assert_eq!(names(&report["methods"]), ["gwtest.v1.Extra/GetThing"]);
-    let routes = discovered(&api).await;
+    let routes = discovered(api).await;
     let left: Vec<&String> = routes.keys().collect();
     assert_eq!(
         left,
