@@ -923,8 +923,12 @@ impl Discovery {
         loop {
             tick.tick().await;
             let instances = Self::instances(&attached.store.tables());
+            let configured = |id: &Uuid| instances.iter().any(|(p, _)| p.id == *id);
             if let Ok(mut states) = self.states.write() {
-                states.retain(|id, _| instances.iter().any(|(p, _)| p.id == *id));
+                states.retain(|id, _| configured(id));
+            }
+            if let Ok(mut locks) = self.locks.lock() {
+                locks.retain(|id, _| configured(id));
             }
             for (plugin, conf) in instances {
                 let state = self.state(plugin.id).unwrap_or_default();

@@ -109,6 +109,9 @@ pub struct ErrorResponse {
     pub error_message: String,
 }
 
+/// The largest reflection answer read (one batch of descriptors).
+pub const ANSWER_LIMIT: usize = 64 * 1024 * 1024;
+
 /// The reflection protocol versions, newest first.
 pub const VERSIONS: [&str; 2] = ["v1", "v1alpha"];
 
@@ -248,7 +251,7 @@ async fn exchange(
     if parts.status == http::StatusCode::NOT_FOUND {
         return Err(ReflectionError::Unimplemented);
     }
-    let collected = body
+    let collected = http_body_util::Limited::new(body, ANSWER_LIMIT)
         .collect()
         .await
         .map_err(|e| ReflectionError::Transport(e.to_string()))?;
