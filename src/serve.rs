@@ -188,6 +188,12 @@ async fn run_inner(
     // The opentelemetry exporters report this node's id, and are flushed on shutdown.
     let otel = Arc::new(crate::plugins::opentelemetry::Kind::new(node_id));
     registry.add(Arc::clone(&otel) as Arc<dyn crate::plugins::PluginKind>);
+    // grpc-gateway's discovery: descriptors the plugin serves with, routes it writes, states
+    // the Admin API shows and refreshes on demand.
+    let grpc = crate::plugins::grpc_gateway::discovery::Discovery::new();
+    registry.add(Arc::new(crate::plugins::grpc_gateway::Kind::new(
+        Arc::clone(&grpc),
+    )));
     let registry = Arc::new(registry);
     let plugins: Arc<dyn PluginSchemas> = Arc::clone(&registry) as Arc<dyn PluginSchemas>;
     let config: Arc<dyn Store> = match &options.database_url {
@@ -250,6 +256,12 @@ async fn run_inner(
         revisions,
     ));
     let health_follower = tokio::spawn(follow_health(Arc::clone(&config), Arc::clone(&store)));
+    grpc.attach(
+        Arc::clone(&config),
+        Arc::clone(&store),
+        Arc::clone(&plugins),
+    );
+    let discovery = tokio::spawn(Arc::clone(&grpc).run());
 
     let access_log = AccessLog::open(&options.access_log)?;
     let stats = Arc::new(Stats::default());
@@ -351,6 +363,7 @@ async fn run_inner(
             plugins: Arc::clone(&plugins),
             token: options.admin_token.as_deref().map(Arc::from),
             breakers: Arc::clone(&breakers),
+            grpc: Arc::clone(&grpc),
         });
         tasks.spawn(serve_axum(l, app, shutdown.clone()));
     }
@@ -384,6 +397,7 @@ async fn run_inner(
     tasks.abort_all();
     publisher.abort();
     health_follower.abort();
+    discovery.abort();
     store.shutdown();
     if let Some(log) = access_log {
         close_access_log(log).await;
@@ -445,6 +459,7 @@ async fn worker(
             loop {
                 tick.tick().await;
                 proxy.pool().sweep();
+                proxy.h2_pool().sweep();
             }
         })
     };

@@ -24,6 +24,8 @@ mod balancing;
 mod health;
 // HTTP/2 cleartext, TLS listener with ALPN, HTTPS upstreams with and without verification.
 mod protocols;
+// issue 8: grpc/grpcs services over HTTP/2, every streaming kind, gRPC-form gateway errors.
+mod grpc;
 // Large uploads/downloads with bounded memory, Expect: 100-continue, chunked vs content-length.
 mod streaming;
 // WebSocket upgrade tunnelled through the proxy.
@@ -64,3 +66,5 @@ mod telemetry;
 mod smoke;
 // issue 7 §2: compose/*.yml through the Docker Compose CLI's `config` (base and real-Kong override).
 mod compose;
+// issue 8 §2-§4: grpc-gateway transcoding and reflection discovery against a tonic server.
+mod grpc_gateway;

@@ -13,6 +13,7 @@ mod body;
 mod breakers;
 mod entities;
 mod error;
+mod grpc;
 mod info;
 mod paging;
 
@@ -54,6 +55,8 @@ pub struct AdminState {
     pub token: Option<Arc<str>>,
     /// The circuit-breaker plugin's per-service states (read-only views).
     pub breakers: Arc<crate::plugins::circuit_breaker::BreakerStates>,
+    /// grpc-gateway discovery (states, on-demand refresh).
+    pub grpc: Arc<crate::plugins::grpc_gateway::discovery::Discovery>,
 }
 
 /// The admin listener's router.
@@ -274,6 +277,22 @@ async fn dispatch(state: &AdminState, req: &Req) -> Result<Response, AdminError>
         ["circuit-breakers"] => {
             allow(m, &[M::GET])?;
             Ok(breakers::list(state))
+        }
+        ["grpc-gateway"] => {
+            allow(m, &[M::GET])?;
+            Ok(grpc::list(state))
+        }
+        ["grpc-gateway", "refresh"] => {
+            allow(m, &[M::POST])?;
+            Ok(grpc::refresh_all(state).await)
+        }
+        ["grpc-gateway", plugin] => {
+            allow(m, &[M::GET])?;
+            grpc::show(state, plugin)
+        }
+        ["grpc-gateway", plugin, "refresh"] => {
+            allow(m, &[M::POST])?;
+            grpc::refresh(state, plugin).await
         }
         ["plugins", "enabled"] => {
             allow(m, &[M::GET])?;

@@ -77,6 +77,11 @@ impl Protocol {
         matches!(self, Self::Https | Self::Grpcs | Self::Tls)
     }
 
+    /// Whether the protocol is gRPC (`grpc` or `grpcs`): such services are proxied over HTTP/2.
+    pub fn is_grpc(self) -> bool {
+        matches!(self, Self::Grpc | Self::Grpcs)
+    }
+
     /// The default port Kong infers for the protocol.
     pub fn default_port(self) -> u16 {
         if self.is_tls() { 443 } else { 80 }

@@ -141,6 +141,8 @@ pub struct Chain {
     by_priority: Vec<usize>,
     /// Some instance on the chain wants a request timeline.
     traced: bool,
+    /// Some instance on the chain has a response phase.
+    responding: bool,
 }
 
 impl std::fmt::Debug for Chain {
@@ -197,6 +199,11 @@ impl Chain {
             .collect()
     }
 
+    /// Whether some plugin on this route reads the whole upstream response (response phase).
+    pub fn has_response_phase(&self) -> bool {
+        self.responding
+    }
+
     /// Whether requests on this route record a timeline (some plugin wants one).
     pub fn traced(&self) -> bool {
         self.traced
@@ -236,6 +243,21 @@ impl Chain {
             .collect()
     }
 
+    /// Run the response phase of the plugins that want it (priority order) on an upstream
+    /// response.
+    pub async fn response(
+        &self,
+        ctx: &mut Ctx,
+        mut resp: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        for inst in self.resolved(ctx.auth.as_ref().map(|a| a.consumer.id)) {
+            if inst.handler.wants_response() {
+                resp = inst.handler.response(ctx, resp).await;
+            }
+        }
+        resp
+    }
+
     /// Run the header and body filters on a response, and arrange for the log phase once its
     /// body is done.
     pub fn respond(
@@ -247,6 +269,12 @@ impl Chain {
     ) -> Response<ProxyBody> {
         ctx.source = source;
         let plugins = self.resolved(ctx.auth.as_ref().map(|a| a.consumer.id));
+        // Gateway-made responses to gRPC clients go out in gRPC form; plugins see that form.
+        let resp = if ctx.grpc && source == Source::Gateway {
+            crate::proxy::respond::grpc_form(resp)
+        } else {
+            resp
+        };
         let (mut parts, body): (Parts, ProxyBody) = resp.into_parts();
         for p in &plugins {
             p.handler.header_filter(&mut ctx, &mut parts);
@@ -264,7 +292,7 @@ impl Chain {
         if filters.is_empty() && logging.is_empty() {
             return Response::from_parts(parts, body);
         }
-        info.status = parts.status.as_u16();
+        info.status = crate::proxy::respond::logged_status(&parts).as_u16();
         info.source = source;
         let log = (!logging.is_empty()).then(|| LogState {
             ctx,
@@ -418,6 +446,12 @@ impl CompiledPlugins {
                 let mut taken: Vec<Option<Slot>> =
                     slots.into_iter().map(|(_, _, s)| Some(s)).collect();
                 let access: Vec<Slot> = order.iter().filter_map(|&i| taken[i].take()).collect();
+                let responding = access.iter().any(|s| {
+                    s.base
+                        .as_ref()
+                        .is_some_and(|(_, i)| i.handler.wants_response())
+                        || (s.consumer_possible && s.index.any(|i| i.handler.wants_response()))
+                });
                 let traced = access.iter().any(|s| {
                     s.base
                         .as_ref()
@@ -432,6 +466,7 @@ impl CompiledPlugins {
                         access,
                         by_priority,
                         traced,
+                        responding,
                     }),
                 );
             }

@@ -87,6 +87,9 @@ pub struct Ctx {
     pub client_ip: IpAddr,
     /// Kong's request id (32 hex digits).
     pub request_id: Arc<str>,
+    /// Whether the client's request is gRPC (HTTP/2, `application/grpc...`): gateway-made
+    /// responses are then sent in gRPC form (`proxy::respond::grpc_form`).
+    pub grpc: bool,
     /// When the gateway received the request.
     pub started: Instant,
     /// The method sent upstream (the client's unless a plugin changes it).

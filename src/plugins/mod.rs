@@ -24,6 +24,7 @@ pub mod acl;
 pub mod circuit_breaker;
 pub mod correlation_id;
 pub mod cors;
+pub mod grpc_gateway;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod jwt_claim_headers;
@@ -100,6 +101,19 @@ pub trait Handler: Send + Sync + 'static {
         Flow::Continue
     }
 
+    /// Whether [`Handler::response`] does anything (only then is the upstream's response
+    /// handed to it).
+    fn wants_response(&self) -> bool {
+        false
+    }
+
+    /// Response phase (Kong's `response`): the upstream's whole response, before any header
+    /// filter; returns the response to send on. Only for upstream responses, only when
+    /// [`Handler::wants_response`]. A plugin reading the body bounds what it reads.
+    async fn response(&self, _ctx: &mut Ctx, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+        resp
+    }
+
     /// Header filter: change the response head (also for responses the gateway made itself).
     fn header_filter(&self, _ctx: &mut Ctx, _resp: &mut Parts) {}
 
@@ -149,6 +163,7 @@ impl Registry {
         r.add(Arc::new(acl::Kind));
         r.add(Arc::new(correlation_id::Kind));
         r.add(Arc::new(cors::Kind));
+        r.add(Arc::new(grpc_gateway::Kind::default()));
         r.add(Arc::new(ip_restriction::Kind));
         r.add(Arc::new(request_size_limiting::Kind));
         r.add(Arc::new(request_transformer::Kind));

@@ -112,6 +112,8 @@ pub struct UpstreamBody {
     checkin: Option<Checkin>,
     /// The balancer's peer, held until the body ends (least-connections counts it in flight).
     peer: Option<crate::balancer::Peer>,
+    /// The HTTP/2 stream's slot on its pooled connection, released when the body ends.
+    stream: Option<super::h2::StreamGuard>,
 }
 
 impl UpstreamBody {
@@ -128,9 +130,19 @@ impl UpstreamBody {
             timer: None,
             checkin,
             peer: None,
+            stream: None,
         };
         if body.inner.is_end_stream() {
             body.finish();
+        }
+        body
+    }
+
+    /// Wrap a body from a multiplexed HTTP/2 connection; `stream` is released at its end.
+    pub fn h2(inner: Incoming, read_timeout: Duration, stream: super::h2::StreamGuard) -> Self {
+        let mut body = Self::new(inner, read_timeout, None);
+        if !body.inner.is_end_stream() {
+            body.stream = Some(stream);
         }
         body
     }
@@ -140,6 +152,7 @@ impl UpstreamBody {
             c.pool.checkin(c.key, c.sender);
         }
         self.peer = None;
+        self.stream = None;
     }
 }
 

@@ -8,6 +8,7 @@
 //! built by [`respond`].
 
 pub mod body;
+pub mod h2;
 pub mod pool;
 pub mod respond;
 pub mod tls;
@@ -37,6 +38,7 @@ use crate::telemetry::scope::RequestScope;
 use crate::telemetry::timeline::{AttemptSpan, Timeline};
 
 use self::body::{Checkin, ProxyBody, UpstreamBody, UpstreamReqBody};
+use self::h2::H2Pool;
 use self::pool::{ConnectError, Pool, PoolKey, Sender};
 use self::respond::{GatewayError, SERVER_HEADER};
 
@@ -89,6 +91,7 @@ pub struct ConnInfo {
 pub struct Proxy {
     store: Arc<SnapshotStore>,
     pool: Arc<Pool>,
+    h2: Arc<H2Pool>,
     dns: dns::Resolver,
     stats: Arc<Stats>,
     trusted: Vec<IpNet>,
@@ -151,6 +154,7 @@ impl Proxy {
         Arc::new(Self {
             store,
             pool: Pool::new(),
+            h2: H2Pool::new(),
             dns: dns::Resolver::default(),
             stats,
             trusted,
@@ -161,6 +165,11 @@ impl Proxy {
     /// The upstream connection pool (for periodic sweeping and tests).
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
+    }
+
+    /// The HTTP/2 upstream connection pool of grpc/grpcs services (sweeping, tests).
+    pub fn h2_pool(&self) -> &Arc<H2Pool> {
+        &self.h2
     }
 
     /// Handle one client request. Never fails: errors become Kong's error responses.
@@ -174,12 +183,20 @@ impl Proxy {
         let request_id_value = HeaderValue::from_str(&request_id).ok();
         let accept = req.headers().get(header::ACCEPT).cloned();
         let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
+        let grpc = respond::is_grpc_request(req.version(), req.headers());
         let scope = RequestScope::new(&request_id);
         // The access log (when on) takes the request's head now and a note of what proxying it
         // learnt; its line is queued when the response body ends.
         let head =
             (self.access_log.as_ref()).map(|_| access_log::RequestHead::new(&req, conn.peer.ip()));
-        let proxied = self.proxy(req, conn, request_id_value.as_ref(), &request_id, start);
+        let proxied = self.proxy(
+            req,
+            conn,
+            request_id_value.as_ref(),
+            &request_id,
+            start,
+            grpc,
+        );
         let (result, note) = if head.is_some() {
             let (r, n) = scope.run(access_log::noted(proxied)).await;
             (r, Some(n))
@@ -199,6 +216,10 @@ impl Proxy {
                 resp
             }
         };
+        if grpc {
+            // Gateway-made responses that did not pass a plugin chain (which converts its own).
+            resp = respond::grpc_form(resp);
+        }
         if let Some(v) = &request_id_value {
             resp.headers_mut()
                 .insert(X_KONG_REQUEST_ID.clone(), v.clone());
@@ -219,6 +240,7 @@ impl Proxy {
         request_id: Option<&HeaderValue>,
         request_id_text: &str,
         start: Instant,
+        grpc: bool,
     ) -> Result<Response<ProxyBody>, GatewayError> {
         let snapshot = self.store.load();
         let (mut parts, body) = req.into_parts();
@@ -253,6 +275,9 @@ impl Proxy {
             && route.protocols.contains(&Protocol::Https)
         {
             return Ok(https_required(&route, host, &parts.uri));
+        }
+        if let Some(resp) = grpc_route_mismatch(&route, &parts, conn.tls, request_id_text) {
+            return Ok(resp);
         }
 
         let service = route
@@ -310,6 +335,7 @@ impl Proxy {
             conn,
             client_ip,
             request_id: Arc::from(request_id_text),
+            grpc,
             started: start,
             method: parts.method.clone(),
             version: parts.version,
@@ -363,6 +389,11 @@ impl Proxy {
             Ok((resp, latency)) => {
                 info.upstream_latency = Some(latency.upstream);
                 info.proxy_latency = Some(latency.proxy);
+                let resp = if chain.has_response_phase() {
+                    chain.response(&mut ctx, resp).await
+                } else {
+                    resp
+                };
                 Ok(chain.respond(ctx, resp, Source::Upstream, info))
             }
             Err(err) => {
@@ -388,7 +419,10 @@ impl Proxy {
         timeline: Option<&mut Timeline>,
     ) -> Result<(Response<ProxyBody>, Latency), GatewayError> {
         let (route, service) = (&r.route, &r.service);
-        let upgrade = is_upgrade(&parts);
+        // grpc/grpcs services are proxied over HTTP/2 (Kong's `grpc_pass`), where there is no
+        // HTTP/1.1 upgrade.
+        let h2 = service.service.protocol.is_grpc();
+        let upgrade = !h2 && is_upgrade(&parts);
         let client_upgrade = if upgrade {
             parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
         } else {
@@ -421,7 +455,13 @@ impl Proxy {
         } else {
             std::mem::take(&mut parts.headers)
         };
+        // `TE: trailers` survives only towards HTTP/2 upstreams and only when the client (or a
+        // plugin) asked for trailers, as nginx's grpc module does.
+        let te_trailers = h2 && wants_trailers(&headers);
         strip_hop_by_hop(&mut headers, upgrade);
+        if te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         self.forwarding_headers(
             &mut headers,
             &r.conn,
@@ -459,7 +499,11 @@ impl Proxy {
         let mut upstream_req = Request::new(body);
         *upstream_req.method_mut() = parts.method.clone();
         *upstream_req.uri_mut() = uri;
-        *upstream_req.version_mut() = Version::HTTP_11;
+        *upstream_req.version_mut() = if h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
         *upstream_req.headers_mut() = headers;
 
         let hash = RequestHash {
@@ -731,6 +775,12 @@ impl Proxy {
             addr,
             tls: tls.map(|t| (Arc::from(sni), Arc::as_ptr(&t.config) as usize)),
         };
+        if service.service.protocol.is_grpc() {
+            let timeouts = (connect_timeout, write_timeout, read_timeout);
+            return self
+                .attempt_h2(service, key, sni, req, body_done, timeouts)
+                .await;
+        }
         let mut pooled = if upgrade {
             None
         } else {
@@ -819,6 +869,119 @@ impl Proxy {
             ));
         }
     }
+
+    /// One attempt over HTTP/2 (grpc/grpcs services). The request goes out on a shared pooled
+    /// connection as an absolute URI (`:scheme`, `:authority` from the Host chosen for this
+    /// attempt, `:path`). A request that a closing connection (GOAWAY, reset) hands back unsent
+    /// is sent again on a fresh connection without spending an attempt.
+    async fn attempt_h2(
+        &self,
+        service: &ServiceRuntime,
+        key: PoolKey,
+        sni: &str,
+        mut req: Request<UpstreamReqBody>,
+        body_done: &mut Option<oneshot::Receiver<()>>,
+        (connect_timeout, write_timeout, read_timeout): (Duration, Duration, Duration),
+    ) -> Result<Response<UpstreamBody>, AttemptError> {
+        let tls = service.tls.as_deref();
+        let addr = key.addr;
+        if let Err(e) = h2_uri(&mut req, tls.is_some(), addr) {
+            return Err(AttemptError {
+                error: GatewayError::BAD_REQUEST,
+                unsent: None,
+                outcome: Outcome::Status(400),
+                detail: e,
+            });
+        }
+        let mut fresh_only = false;
+        loop {
+            let pooled = if fresh_only {
+                None
+            } else {
+                self.h2.checkout(&key)
+            };
+            let from_pool = pooled.is_some();
+            let checkout = match pooled {
+                Some(c) => c,
+                None => {
+                    match h2::connect(addr, tls.map(|t| (t, sni)), connect_timeout, write_timeout)
+                        .await
+                    {
+                        Ok(sender) => self.h2.add(&key, sender),
+                        Err(e) => return Err(connect_failure(e, req)),
+                    }
+                }
+            };
+            let h2::Checkout {
+                mut sender,
+                guard,
+                conn_id,
+            } = checkout;
+            let replay = from_pool.then(|| clone_in_memory(&req)).flatten();
+            let sent =
+                head_with_timeout(sender.try_send_request(req), body_done, read_timeout).await;
+            let resp = match sent {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(mut e)) => {
+                    let unsent = e.take_message();
+                    let err = e.into_error();
+                    let detail = err.to_string();
+                    if err.is_user()
+                        && std::error::Error::source(&err)
+                            .is_some_and(|s| s.downcast_ref::<hyper::Error>().is_some())
+                    {
+                        return Err(AttemptError {
+                            error: GatewayError::BAD_REQUEST,
+                            unsent: None,
+                            outcome: Outcome::Status(400),
+                            detail,
+                        });
+                    }
+                    // The connection failed or is going away: hand it out no more.
+                    self.h2.evict(&key, conn_id);
+                    match (unsent, replay) {
+                        (Some(back), _) if from_pool => {
+                            tracing::debug!(%addr, error = %detail, "pooled HTTP/2 connection unusable, retrying on a new one");
+                            req = back;
+                            fresh_only = true;
+                            continue;
+                        }
+                        (None, Some(again)) => {
+                            req = again;
+                            fresh_only = true;
+                            continue;
+                        }
+                        (unsent, _) => {
+                            let (error, outcome) = if caused_by_timeout(&err) {
+                                (GatewayError::TIMEOUT, Outcome::Timeout)
+                            } else {
+                                (GatewayError::BAD_GATEWAY, Outcome::TcpFailure)
+                            };
+                            return Err(AttemptError {
+                                error,
+                                unsent,
+                                outcome,
+                                detail,
+                            });
+                        }
+                    }
+                }
+                Err(_) => {
+                    return Err(AttemptError {
+                        error: GatewayError::TIMEOUT,
+                        unsent: None,
+                        outcome: Outcome::Timeout,
+                        detail: format!("no response from {addr} within {read_timeout:?}"),
+                    });
+                }
+            };
+            let (parts, body) = resp.into_parts();
+            return Ok(Response::from_parts(
+                parts,
+                UpstreamBody::h2(body, read_timeout, guard),
+            ));
+        }
+    }
 }
 
 /// Wait for the response head; the read timeout starts once the request body was sent.
@@ -889,6 +1052,90 @@ fn report_failure(balancer: &crate::balancer::Balancer, peer: &Peer, outcome: &O
         Outcome::Timeout => Outcome::Timeout,
     };
     balancer.report(peer, outcome);
+}
+
+/// Make the request's URI absolute for HTTP/2 (`:scheme`, `:authority`, `:path`): the
+/// authority is the Host header chosen for this attempt (removed: HTTP/2 carries it as
+/// `:authority`), else the peer address.
+fn h2_uri(req: &mut Request<UpstreamReqBody>, tls: bool, addr: SocketAddr) -> Result<(), String> {
+    let authority = match req.headers_mut().remove(header::HOST) {
+        Some(h) => http::uri::Authority::try_from(h.as_bytes())
+            .map_err(|e| format!("Host {h:?} is not a valid :authority: {e}"))?,
+        None => {
+            http::uri::Authority::try_from(addr.to_string().as_str()).map_err(|e| e.to_string())?
+        }
+    };
+    let mut uri = std::mem::take(req.uri_mut()).into_parts();
+    uri.scheme = Some(if tls {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
+    uri.authority = Some(authority);
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *req.uri_mut() = Uri::from_parts(uri).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Whether a `TE` header lists `trailers`.
+fn wants_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
+/// Kong's checks on a route whose protocols are grpc/grpcs (runloop access phase): a non-gRPC
+/// request gets `415 Non-gRPC request matched gRPC route`, a gRPC request over HTTP/1.x
+/// `426 Please use HTTP2 protocol`, and a cleartext gRPC request on a grpcs-only route
+/// `grpc-status: 1` (`gRPC request matched gRPCs route`).
+fn grpc_route_mismatch(
+    route: &Route,
+    parts: &Parts,
+    tls: bool,
+    request_id: &str,
+) -> Option<Response<ProxyBody>> {
+    let grpc = route.protocols.contains(&Protocol::Grpc);
+    if !grpc && !route.protocols.contains(&Protocol::Grpcs) {
+        return None;
+    }
+    let accept = parts.headers.get(header::ACCEPT);
+    let grpc_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if !grpc_type {
+        return Some(respond::error_with(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Non-gRPC request matched gRPC route",
+            request_id,
+            accept,
+        ));
+    }
+    if parts.version != Version::HTTP_2 {
+        let mut resp = respond::error_with(
+            StatusCode::UPGRADE_REQUIRED,
+            "Please use HTTP2 protocol",
+            request_id,
+            accept,
+        );
+        let h = resp.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("HTTP/2"));
+        return Some(resp);
+    }
+    if !grpc && !tls {
+        return Some(respond::grpc_status(1, "gRPC request matched gRPCs route"));
+    }
+    None
 }
 
 /// 426 (or a redirect) for plain-HTTP requests on an https-only route.

@@ -63,7 +63,7 @@ pub enum ConnectError {
         /// Cause.
         source: io::Error,
     },
-    /// HTTP/1.1 handshake failed.
+    /// HTTP handshake failed.
     #[error("HTTP handshake with {addr} failed: {source}")]
     Http {
         /// Peer.
@@ -172,7 +172,11 @@ pub async fn connect(
     Ok(sender)
 }
 
-async fn open(addr: SocketAddr, tls: Option<(&UpstreamTls, &str)>) -> Result<Stream, ConnectError> {
+/// TCP connect, then the TLS handshake when `tls` is given (ALPN from the client config).
+pub(super) async fn open(
+    addr: SocketAddr,
+    tls: Option<(&UpstreamTls, &str)>,
+) -> Result<Stream, ConnectError> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|source| ConnectError::Io { addr, source })?;
@@ -269,7 +273,7 @@ pub struct WriteTimeout<S> {
 }
 
 impl<S> WriteTimeout<S> {
-    fn new(inner: S, timeout: Duration) -> Self {
+    pub(super) fn new(inner: S, timeout: Duration) -> Self {
         Self {
             inner,
             timeout,

@@ -1,9 +1,23 @@
 //! Responses the gateway makes itself, built in one place with Kong's exact bodies, status codes
 //! and headers (kong-compat §4.13): JSON `{"message": ..., "request_id": ...}` by default, plain
 //! text or HTML when the client's `Accept` prefers it.
+//!
+//! gRPC clients get the same errors in gRPC form. Every response built here carries a
+//! [`GatewayMade`] mark; [`grpc_form`] turns a marked response to a gRPC request
+//! ([`is_grpc_request`]: HTTP/2 with `Content-Type: application/grpc...`, Kong's test) into a
+//! Trailers-Only response: `200`, `content-type: application/grpc`, `grpc-status` from Kong's
+//! HTTP-to-gRPC table ([`grpc_status_for`]: 401→16, 404→5, 429→8, 503→14, 504→4, other
+//! 5xx→13...) and `grpc-message` as Kong words it (the code's name for `kong.response.error`
+//! errors, the message itself for nginx-level errors and `{message}` exits). Kong keeps the HTTP
+//! status on such responses; gwctl answers `200` as the gRPC spec asks, so every gRPC client
+//! reads the same code (grpc-go ignores `grpc-status` on a non-200 response), and logs the HTTP
+//! status Kong would have sent ([`logged_status`]).
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, SERVER};
-use http::{HeaderMap, Response, StatusCode};
+use std::borrow::Cow;
+
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, SERVER};
+use http::{HeaderMap, Response, StatusCode, Version};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use super::body::ProxyBody;
 
@@ -66,6 +80,7 @@ pub fn error(
         err.message,
         request_id,
         preferred_format(accept),
+        code_name_of(err.status),
     )
 }
 
@@ -77,7 +92,13 @@ pub fn error_with(
     request_id: &str,
     accept: Option<&HeaderValue>,
 ) -> Response<ProxyBody> {
-    render(status, message, request_id, preferred_format(accept))
+    render(
+        status,
+        message,
+        request_id,
+        preferred_format(accept),
+        code_name_of(status),
+    )
 }
 
 /// Kong's error handler for nginx-level errors: the format comes from `accept_or_type`
@@ -91,7 +112,18 @@ pub fn nginx_error(
         Some(v) => preferred_format(Some(v)),
         None => Format::Text,
     };
-    render(err.status, err.message, request_id, format)
+    // Kong's error handler exits with `{message = ...}`: gRPC clients get the message itself.
+    render(
+        err.status,
+        err.message,
+        request_id,
+        format,
+        Cow::Borrowed(err.message),
+    )
+}
+
+fn code_name_of(status: StatusCode) -> Cow<'static, str> {
+    Cow::Borrowed(grpc_code_name(grpc_status_for(status)))
 }
 
 fn render(
@@ -99,6 +131,7 @@ fn render(
     message: &str,
     request_id: &str,
     format: Format,
+    grpc_message: Cow<'static, str>,
 ) -> Response<ProxyBody> {
     let (content_type, body) = match format {
         Format::Json => (
@@ -127,7 +160,7 @@ fn render(
             ),
         ),
     };
-    build(status, content_type, body)
+    build(status, content_type, body, grpc_message)
 }
 
 /// A JSON response with a plain `{"message": ...}` body (what `kong.response.exit` produces).
@@ -136,17 +169,167 @@ pub fn message(status: StatusCode, message: &str) -> Response<ProxyBody> {
         status,
         "application/json; charset=utf-8",
         format!("{{\"message\":{}}}", json_string(message)),
+        Cow::Owned(message.to_owned()),
     )
 }
 
-fn build(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::full(body.clone()));
+fn build(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+    grpc_message: Cow<'static, str>,
+) -> Response<ProxyBody> {
+    let len = body.len();
+    let mut resp = Response::new(ProxyBody::full(body));
     *resp.status_mut() = status;
     let headers: &mut HeaderMap = resp.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(SERVER, SERVER_HEADER.clone());
+    resp.extensions_mut().insert(GatewayMade { grpc_message });
+    resp
+}
+
+/// `content-type` of gRPC messages.
+pub static CONTENT_TYPE_GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
+/// The `grpc-status` header (or trailer).
+pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// The `grpc-message` header (or trailer).
+pub static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// Marks a response the gateway made (an error or a plugin's exit), with the `grpc-message` its
+/// gRPC form carries.
+#[derive(Debug, Clone)]
+pub struct GatewayMade {
+    grpc_message: Cow<'static, str>,
+}
+
+/// Marks a gateway-made response sent in gRPC form: the HTTP status it stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcAnswered {
+    /// The HTTP status Kong would have sent (and that logs and metrics record).
+    pub status: StatusCode,
+}
+
+/// Kong's test for a gRPC request: HTTP/2 and a `Content-Type` starting with `application/grpc`
+/// (which includes `application/grpc+proto` and `application/grpc-web...`).
+pub fn is_grpc_request(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_2
+        && headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Kong's HTTP status to gRPC status table (`kong.response`): exact entries, then 5xx→13,
+/// 4xx→3, 2xx→0, anything else 2 (UNKNOWN).
+pub fn grpc_status_for(status: StatusCode) -> u8 {
+    // Kong's exact entries 200→0, 400→3 and 500→13 are also its fallbacks for their class.
+    match status.as_u16() {
+        401 => 16,
+        403 => 7,
+        404 => 5,
+        409 => 6,
+        429 => 8,
+        499 => 1,
+        501 => 12,
+        503 => 14,
+        504 => 4,
+        500..=599 => 13,
+        400..=499 => 3,
+        200..=299 => 0,
+        _ => 2,
+    }
+}
+
+/// The name Kong gives a gRPC status in `grpc-message` (`kong.response`'s `GRPC_MESSAGES`).
+pub fn grpc_code_name(code: u8) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "Canceled",
+        3 => "InvalidArgument",
+        4 => "DeadlineExceeded",
+        5 => "NotFound",
+        6 => "AlreadyExists",
+        7 => "PermissionDenied",
+        8 => "ResourceExhausted",
+        9 => "FailedPrecondition",
+        10 => "Aborted",
+        11 => "OutOfRange",
+        12 => "Unimplemented",
+        13 => "Internal",
+        14 => "Unavailable",
+        15 => "DataLoss",
+        16 => "Unauthenticated",
+        _ => "Unknown",
+    }
+}
+
+/// Characters percent-encoded in `grpc-message` (the gRPC spec: anything outside 0x20–0x7E, and
+/// `%`).
+const GRPC_MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
+
+fn grpc_message_value(message: &str) -> HeaderValue {
+    let encoded = utf8_percent_encode(message, GRPC_MESSAGE_ESCAPES).to_string();
+    HeaderValue::from_str(&encoded).unwrap_or_else(|_| HeaderValue::from_static("Unknown"))
+}
+
+/// A Trailers-Only gRPC response with `code` and `message` (what `kong.response.exit(200, nil,
+/// {grpc-status=..., grpc-message=...})` sends).
+pub fn grpc_status(code: u8, message: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::empty());
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, CONTENT_TYPE_GRPC.clone());
+    headers.insert(GRPC_STATUS.clone(), HeaderValue::from(u16::from(code)));
+    headers.insert(GRPC_MESSAGE.clone(), grpc_message_value(message));
     headers.insert(SERVER, SERVER_HEADER.clone());
     resp
+}
+
+/// The gRPC form of a gateway-made response (see the module docs); any other response, or one
+/// already in gRPC form, is returned as it is. Headers the gateway or a plugin added (`Server`,
+/// `WWW-Authenticate`, rate-limit headers...) are kept; the body goes.
+pub fn grpc_form(resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    if resp.extensions().get::<GatewayMade>().is_none()
+        || !matches!(resp.body(), ProxyBody::Full(_))
+    {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Some(made) = parts.extensions.remove::<GatewayMade>() else {
+        return Response::from_parts(parts, body);
+    };
+    if parts
+        .headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    {
+        return Response::from_parts(parts, body);
+    }
+    let status = parts.status;
+    let headers = &mut parts.headers;
+    headers.remove(CONTENT_LENGTH);
+    headers.insert(CONTENT_TYPE, CONTENT_TYPE_GRPC.clone());
+    if !headers.contains_key(&GRPC_STATUS) {
+        headers.insert(
+            GRPC_STATUS.clone(),
+            HeaderValue::from(u16::from(grpc_status_for(status))),
+        );
+    }
+    if !headers.contains_key(&GRPC_MESSAGE) {
+        headers.insert(GRPC_MESSAGE.clone(), grpc_message_value(&made.grpc_message));
+    }
+    parts.status = StatusCode::OK;
+    parts.extensions.insert(GrpcAnswered { status });
+    Response::from_parts(parts, ProxyBody::empty())
+}
+
+/// The status logs and metrics record for a response: the HTTP status a gRPC-form error stands
+/// for, else the response's own.
+pub fn logged_status(parts: &http::response::Parts) -> StatusCode {
+    parts
+        .extensions
+        .get::<GrpcAnswered>()
+        .map_or(parts.status, |g| g.status)
 }
 
 enum Format {
@@ -212,5 +395,80 @@ mod tests {
             body_of(resp).await,
             "The upstream server is timing out\nrequest_id: id1\n"
         );
+    }
+
+    #[test]
+    fn kong_http_to_grpc_table() {
+        let cases = [
+            (200, 0),
+            (400, 3),
+            (401, 16),
+            (403, 7),
+            (404, 5),
+            (409, 6),
+            (413, 3),
+            (429, 8),
+            (499, 1),
+            (500, 13),
+            (501, 12),
+            (502, 13),
+            (503, 14),
+            (504, 4),
+            (302, 2),
+        ];
+        for (http, grpc) in cases {
+            let got = grpc_status_for(StatusCode::from_u16(http).unwrap());
+            assert_eq!(got, grpc, "HTTP {http}");
+        }
+        assert_eq!(grpc_code_name(16), "Unauthenticated");
+        assert_eq!(grpc_code_name(2), "Unknown");
+    }
+
+    #[tokio::test]
+    async fn gateway_errors_in_grpc_form() {
+        // kong.response.error: the code's name.
+        let resp = grpc_form(error(GatewayError::NO_ROUTE, "id", None));
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "application/grpc");
+        assert_eq!(resp.headers()["grpc-status"], "5");
+        assert_eq!(resp.headers()["grpc-message"], "NotFound");
+        assert!(resp.headers().get("content-length").is_none());
+        assert_eq!(
+            resp.extensions().get::<GrpcAnswered>().map(|g| g.status),
+            Some(StatusCode::NOT_FOUND)
+        );
+        assert_eq!(body_of(resp).await, "");
+        // nginx-level errors: the message itself.
+        let resp = grpc_form(nginx_error(GatewayError::BAD_GATEWAY, "id", None));
+        assert_eq!(resp.headers()["grpc-status"], "13");
+        assert_eq!(
+            resp.headers()["grpc-message"],
+            "An invalid response was received from the upstream server"
+        );
+        // A plugin's exit with a message, percent-encoded as the gRPC spec asks.
+        let resp = grpc_form(message(StatusCode::TOO_MANY_REQUESTS, "100% über"));
+        assert_eq!(resp.headers()["grpc-status"], "8");
+        assert_eq!(resp.headers()["grpc-message"], "100%25 %C3%BCber");
+        // Converting twice changes nothing; an unmarked response is left alone.
+        let again = grpc_form(resp);
+        assert_eq!(again.headers()["grpc-status"], "8");
+        let plain = Response::new(ProxyBody::full("x"));
+        let plain = grpc_form(plain);
+        assert_eq!(plain.status(), 200);
+        assert!(plain.headers().get("grpc-status").is_none());
+    }
+
+    #[test]
+    fn grpc_requests_are_http2_with_grpc_content_type() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        assert!(is_grpc_request(Version::HTTP_2, &h));
+        assert!(!is_grpc_request(Version::HTTP_11, &h));
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert!(!is_grpc_request(Version::HTTP_2, &h));
+        assert!(!is_grpc_request(Version::HTTP_2, &HeaderMap::new()));
     }
 }

@@ -42,14 +42,14 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, St
 /// TLS settings towards one service's upstream.
 #[derive(Debug)]
 pub struct UpstreamTls {
-    /// The rustls client config (HTTP/1.1 ALPN).
+    /// The rustls client config (ALPN `http/1.1`, or `h2` for grpcs services).
     pub config: Arc<rustls::ClientConfig>,
     /// Whether the certificate is verified (part of the pool key).
     pub verify: bool,
 }
 
 impl UpstreamTls {
-    /// Build from the service's `tls_verify` (null means off, Kong's `proxy_ssl_verify` default)
+    /// Build from the service's protocol (the ALPN offered), its `tls_verify` (null means off, Kong's `proxy_ssl_verify` default)
     /// and its `ca_certificates` (trusted roots when verifying; the public roots otherwise).
     pub fn for_service(service: &Service, cas: &[CaCertificate]) -> Result<Self, String> {
         let verify = service.tls_verify.unwrap_or(false);
@@ -82,7 +82,12 @@ impl UpstreamTls {
                 .with_custom_certificate_verifier(no_verify())
                 .with_no_client_auth()
         };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // grpcs speaks HTTP/2 (h2 over TLS); everything else HTTP/1.1.
+        config.alpn_protocols = if service.protocol == crate::model::Protocol::Grpcs {
+            vec![b"h2".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         Ok(Self {
             config: Arc::new(config),
             verify,

@@ -275,7 +275,7 @@ impl AccessLog {
             version: head.version,
             user_agent: head.user_agent,
             request_bytes: head.request_bytes,
-            status: parts.status.as_u16(),
+            status: crate::proxy::respond::logged_status(&parts).as_u16(),
             response_bytes: 0,
             completed: false,
             total: Duration::ZERO,

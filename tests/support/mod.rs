@@ -5,6 +5,8 @@
 pub mod admin;
 pub mod echo;
 pub mod gateway;
+pub mod grpc;
+pub mod grpc_gw_server;
 pub mod netns;
 pub mod openobserve;
 pub mod otlp;
