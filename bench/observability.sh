@@ -9,6 +9,7 @@
 #
 #   bash bench/observability.sh                 # about 2 minutes with the defaults
 #   BENCH_DURATION=3s BENCH_ROUNDS=1 bash bench/observability.sh
+#   BENCH_OBSERVED=prometheus bash bench/observability.sh     # one plugin alone
 #
 # Knobs (shared with bench/proxy-vs-nginx.sh): BENCH_DURATION, BENCH_WARMUP, BENCH_ROUNDS,
 # BENCH_CONNECTIONS, BENCH_THREADS, BENCH_WORKERS (default "2" here), BENCH_GWCTL_BIN,
@@ -64,11 +65,14 @@ start_rotel() {
     ROTEL_HTTP="$http"
 }
 
-# The observed variant's plugins (global), for start_gwctl.
+# The observed variant's plugins (global), for start_gwctl; BENCH_OBSERVED=prometheus or
+# opentelemetry measures one of them alone (default: both, the goal's scenario).
+OBSERVED="${BENCH_OBSERVED:-prometheus opentelemetry}"
 gwctl_variant_config() {
     [[ "$1" == observed ]] || return 0
-    cat <<EOF
-plugins:
+    echo "plugins:"
+    if [[ " $OBSERVED " == *" prometheus "* ]]; then
+        cat <<EOF
   - name: prometheus
     config:
       per_consumer: true
@@ -76,6 +80,10 @@ plugins:
       latency_metrics: true
       bandwidth_metrics: true
       upstream_health_metrics: true
+EOF
+    fi
+    if [[ " $OBSERVED " == *" opentelemetry "* ]]; then
+        cat <<EOF
   - name: opentelemetry
     config:
       traces_endpoint: http://$ROTEL_HTTP/v1/traces
@@ -83,6 +91,7 @@ plugins:
       sampling_rate: 1.0
       resource_attributes: {service.name: gwctl-bench}
 EOF
+    fi
 }
 
 # metric_sum STATUS_PORT NAME: the sum of a metric's samples on /metrics
