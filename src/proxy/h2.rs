@@ -12,7 +12,9 @@
 //!
 //! Each stream holds a [`StreamGuard`] until its response body ends or is dropped; request and
 //! response bodies flow concurrently (hyper drives the request body on its own task), so
-//! bidirectional streaming works and nothing is buffered beyond HTTP/2 flow-control windows.
+//! bidirectional streaming works and nothing is buffered beyond HTTP/2 flow-control windows
+//! (1 MiB per stream; the connection window covers every stream of a full connection, so one
+//! slow client cannot stall the other streams sharing its connection).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,6 +35,11 @@ pub const MAX_CONNS_PER_KEY: usize = 4;
 pub const STREAMS_PER_CONN: usize = 64;
 /// How long a connection without streams is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Flow-control window of one stream: what an upstream may send ahead of a slow client.
+const STREAM_WINDOW: u32 = 1024 * 1024;
+/// Connection window: room for every stream of a full connection, so streams whose clients
+/// read slowly cannot use up the connection's window and stall the others on it.
+const CONN_WINDOW: u32 = STREAM_WINDOW * STREAMS_PER_CONN as u32;
 /// Interval of HTTP/2 PINGs that detect a dead peer, and how long a PING may go unanswered.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -206,6 +213,8 @@ pub async fn connect(
         .keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
         .handshake(io)
         .await
         .map_err(|source| ConnectError::Http { addr, source })?;
@@ -215,4 +224,100 @@ pub async fn connect(
         }
     });
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    /// A client connection to an in-memory HTTP/2 server; aborting the task closes it.
+    async fn pair() -> (H2Sender, tokio::task::JoinHandle<()>) {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let svc = hyper::service::service_fn(|_req| async {
+                Ok::<_, Infallible>(http::Response::new(
+                    http_body_util::Empty::<bytes::Bytes>::new(),
+                ))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(server_io), svc)
+                .await;
+        });
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(client_io))
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        (sender, server)
+    }
+
+    fn key() -> PoolKey {
+        PoolKey {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            tls: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn shares_a_connection_until_it_is_busy_then_spreads() {
+        let pool = H2Pool::new();
+        let k = key();
+        assert!(pool.checkout(&k).is_none(), "empty pool");
+        let (a, _sa) = pair().await;
+        let first = pool.add(&k, a);
+        let mut held = vec![first];
+        // Below STREAMS_PER_CONN every request shares connection A.
+        for _ in 1..STREAMS_PER_CONN {
+            let c = pool.checkout(&k).expect("shared");
+            assert_eq!(c.conn_id, held[0].conn_id);
+            held.push(c);
+        }
+        // A is full: the caller is told to connect, and the new connection takes the next ones.
+        assert!(pool.checkout(&k).is_none());
+        let (b, _sb) = pair().await;
+        let on_b = pool.add(&k, b);
+        assert_ne!(on_b.conn_id, held[0].conn_id);
+        let next = pool.checkout(&k).expect("B has room");
+        assert_eq!(next.conn_id, on_b.conn_id);
+        assert_eq!(pool.connection_count(), 2);
+        // Streams ending free their slots: A is the least busy again.
+        held.truncate(1);
+        let c = pool.checkout(&k).expect("A again");
+        assert_eq!(c.conn_id, held[0].conn_id);
+    }
+
+    #[tokio::test]
+    async fn bounded_per_key_and_evicted_or_closed_connections_are_skipped() {
+        let pool = H2Pool::new();
+        let k = key();
+        let mut servers = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..MAX_CONNS_PER_KEY + 1 {
+            let (s, task) = pair().await;
+            servers.push(task);
+            ids.push(pool.add(&k, s).conn_id);
+        }
+        // The extra connection served its request but is not pooled.
+        assert_eq!(pool.connection_count(), MAX_CONNS_PER_KEY);
+        pool.evict(&k, ids[0]);
+        assert_eq!(pool.connection_count(), MAX_CONNS_PER_KEY - 1);
+        // The peer of the second connection goes away: it is no longer handed out.
+        servers[1].abort();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let c = pool.checkout(&k).expect("others live");
+            if pool.connection_count() == MAX_CONNS_PER_KEY - 2 {
+                assert_ne!(c.conn_id, ids[1]);
+                break;
+            }
+            assert!(Instant::now() < deadline, "closed connection still pooled");
+            drop(c);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        pool.sweep();
+        assert_eq!(pool.connection_count(), MAX_CONNS_PER_KEY - 2);
+    }
 }
