@@ -178,6 +178,73 @@ async fn a_change_without_notification_arrives_through_the_poll() {
     a.stop().await;
 }
 
+/// A change-log id is taken when a write starts and seen when it commits: a write that took a
+/// lower id but commits after a higher one was applied (and whose notification is lost) must
+/// still arrive through the poll's look-back.
+#[tokio::test]
+async fn a_change_committed_out_of_order_arrives_through_the_poll() {
+    let Some(url) = fresh_database().await else {
+        eprintln!("skipped: GWCTL_TEST_DATABASE_URL is not set (run tests/run.sh)");
+        return;
+    };
+    migrate(&url).await;
+    let a = node(&url).await;
+    let c = client();
+    // The slow write: its row and change-log entry in a transaction left open (id N, no NOTIFY).
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let mut slow = pool.begin().await.unwrap();
+    let id = uuid::Uuid::new_v4();
+    let data = json!({"id": id, "username": "late", "custom_id": null, "tags": null,
+                      "created_at": 1_700_000_000, "updated_at": 1_700_000_000});
+    sqlx::query("INSERT INTO consumers (id, username, data) VALUES ($1, 'late', $2)")
+        .bind(id)
+        .bind(sqlx::types::Json(&data))
+        .execute(&mut *slow)
+        .await
+        .unwrap();
+    let slow_change: i64 = sqlx::query_scalar(
+        "INSERT INTO gwctl_changes (kind, entity_id, op) VALUES ('consumers', $1, 'upsert') \
+         RETURNING id",
+    )
+    .bind(id)
+    .fetch_one(&mut *slow)
+    .await
+    .unwrap();
+    // A later write commits first (id N+1) through the node, and a poll goes past it.
+    let (status, _) = post(
+        &c,
+        format!("{}/consumers", admin(&a)),
+        json!({"username": "early"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let newest: i64 = sqlx::query_scalar("SELECT MAX(id) FROM gwctl_changes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(newest > slow_change, "{newest} {slow_change}");
+    tokio::time::sleep(gwctl::store::postgres::POLL_INTERVAL * 2).await;
+    // Now the slow write commits, its notification lost.
+    slow.commit().await.unwrap();
+    let deadline = Instant::now() + gwctl::store::postgres::POLL_INTERVAL * 4;
+    loop {
+        let r = c
+            .get(format!("{}/consumers/late", admin(&a)))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a change that committed after a higher id never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.stop().await;
+}
+
 #[tokio::test]
 async fn postgres_outage_loses_no_proxy_request_and_writes_resume() {
     let pg = tokio::task::spawn_blocking(PrivateCluster::start)

@@ -10,8 +10,9 @@
 //!   change twice or late is harmless); a poll every [`POLL_INTERVAL`] picks up anything the
 //!   notifications missed; a lost connection is followed by a full resync once it is back.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,6 +32,8 @@ pub const CHANNEL: &str = "gwctl_changes";
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// Change-log rows older than this are pruned.
 const CHANGE_RETENTION: &str = "1 hour";
+/// How far back (by commit time) the poll looks for change-log ids that committed out of order.
+const LOOKBACK: &str = "30 seconds";
 
 /// Postgres-backed store with a local mirror.
 pub struct PgStore {
@@ -42,6 +45,10 @@ pub struct PgStore {
     reachable: AtomicBool,
     /// Highest change-log id applied.
     applied: AtomicI64,
+    /// Change-log ids applied (or loaded) within the poll's look-back window. Ids are taken
+    /// when a write starts but become visible when it commits, so a lower id can appear after a
+    /// higher one was applied; the poll looks back over recent rows for ids not in this set.
+    recent: Mutex<HashSet<i64>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -95,7 +102,7 @@ impl PgStore {
         if !migrated {
             return Err(ConnectError::NotMigrated);
         }
-        let (tables, applied) = load_all(&pool)
+        let (tables, applied, recent) = load_all(&pool)
             .await
             .map_err(|e| ConnectError::Load(e.to_string()))?;
         tracing::info!(
@@ -111,6 +118,7 @@ impl PgStore {
             health: broadcast::Sender::new(256),
             reachable: AtomicBool::new(true),
             applied: AtomicI64::new(applied),
+            recent: Mutex::new(recent),
         });
         tokio::spawn(follow(Arc::downgrade(&store)));
         Ok(store)
@@ -134,6 +142,33 @@ impl PgStore {
 
     fn note_applied(&self, change: i64) {
         self.applied.fetch_max(change, Ordering::SeqCst);
+        self.with_recent(|r| {
+            r.insert(change);
+        });
+    }
+
+    fn with_recent<R>(&self, f: impl FnOnce(&mut HashSet<i64>) -> R) -> R {
+        match self.recent.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// Apply one change-log row (unless this node wrote it) and note it applied.
+    async fn apply_row(&self, row: &sqlx::postgres::PgRow) -> Result<bool, sqlx::Error> {
+        let change: i64 = row.try_get("id")?;
+        let node: Option<Uuid> = row.try_get("node_id")?;
+        let mut applied = false;
+        if node != Some(self.node_id) {
+            let kind: String = row.try_get("kind")?;
+            let id: Option<Uuid> = row.try_get("entity_id")?;
+            if let (Some(kind), Some(id)) = (EntityKind::from_name(&kind), id) {
+                self.apply_change(kind, id).await?;
+                applied = true;
+            }
+        }
+        self.note_applied(change);
+        Ok(applied)
     }
 
     /// Re-read one changed row and apply it to the mirror.
@@ -185,7 +220,8 @@ impl PgStore {
         Ok(())
     }
 
-    /// Apply change-log rows newer than what was applied (missed notifications).
+    /// Apply change-log rows newer than what was applied (missed notifications), then the
+    /// recent rows at or below it that were never applied (they committed after a higher id).
     async fn poll(&self) -> Result<usize, sqlx::Error> {
         let since = self.applied.load(Ordering::SeqCst);
         let rows = sqlx::query(
@@ -196,26 +232,46 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         let mut applied = 0;
-        for row in rows {
-            let change: i64 = row.try_get("id")?;
-            let node: Option<Uuid> = row.try_get("node_id")?;
-            if node != Some(self.node_id) {
-                let kind: String = row.try_get("kind")?;
-                let id: Option<Uuid> = row.try_get("entity_id")?;
-                if let (Some(kind), Some(id)) = (EntityKind::from_name(&kind), id) {
-                    self.apply_change(kind, id).await?;
-                    applied += 1;
-                }
-            }
-            self.note_applied(change);
+        for row in &rows {
+            applied += usize::from(self.apply_row(row).await?);
         }
+        // The look-back: ids only (cheap), then the rows of those never applied.
+        let window: Vec<i64> = sqlx::query_scalar(&format!(
+            "SELECT id FROM gwctl_changes WHERE at > now() - interval '{LOOKBACK}' AND id <= $1"
+        ))
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        let missing: Vec<i64> = self.with_recent(|r| {
+            window
+                .iter()
+                .copied()
+                .filter(|id| !r.contains(id))
+                .collect()
+        });
+        if !missing.is_empty() {
+            let rows = sqlx::query(
+                "SELECT id, kind, entity_id, node_id FROM gwctl_changes WHERE id = ANY($1) \
+                 ORDER BY id",
+            )
+            .bind(&missing)
+            .fetch_all(&self.pool)
+            .await?;
+            for row in &rows {
+                applied += usize::from(self.apply_row(row).await?);
+            }
+        }
+        // Forget what fell out of the window.
+        let window: HashSet<i64> = window.into_iter().collect();
+        self.with_recent(|r| r.retain(|id| *id > since || window.contains(id)));
         Ok(applied)
     }
 
     async fn resync(&self) -> Result<(), sqlx::Error> {
-        let (tables, applied) = load_all(&self.pool).await?;
+        let (tables, applied, recent) = load_all(&self.pool).await?;
         self.with_mirror(|t| *t = tables);
         self.applied.store(applied, Ordering::SeqCst);
+        self.with_recent(|r| *r = recent);
         Ok(())
     }
 
@@ -375,8 +431,9 @@ impl PgStore {
     }
 }
 
-/// Load every table and the change-log position in one consistent snapshot.
-async fn load_all(pool: &PgPool) -> Result<(Tables, i64), sqlx::Error> {
+/// Load every table, the change-log position and the ids of the look-back window (all
+/// reflected in the tables) in one consistent snapshot.
+async fn load_all(pool: &PgPool) -> Result<(Tables, i64, HashSet<i64>), sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
@@ -384,6 +441,11 @@ async fn load_all(pool: &PgPool) -> Result<(Tables, i64), sqlx::Error> {
     let applied: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM gwctl_changes")
         .fetch_one(&mut *tx)
         .await?;
+    let recent: Vec<i64> = sqlx::query_scalar(&format!(
+        "SELECT id FROM gwctl_changes WHERE at > now() - interval '{LOOKBACK}'"
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
     let mut tables = Tables::default();
     for kind in EntityKind::ALL {
         let sql = format!("SELECT data FROM {}", table(kind));
@@ -399,7 +461,7 @@ async fn load_all(pool: &PgPool) -> Result<(Tables, i64), sqlx::Error> {
         }
     }
     tx.commit().await?;
-    Ok((tables, applied))
+    Ok((tables, applied, recent.into_iter().collect()))
 }
 
 /// Follow the change log until the store is dropped.
