@@ -734,7 +734,10 @@ where
 {
     let service = service_fn(move |req| {
         let proxy = Arc::clone(&proxy);
-        async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) }
+        // Boxed: the request future is large (every phase's state inline), and hyper moves the
+        // service future around (HTTP/2 spawns a task per stream); a box makes each move a
+        // pointer copy instead of a memcpy of kilobytes (perf showed memmove at 10-17%).
+        async move { Ok::<_, Infallible>(Box::pin(proxy.handle(req, conn)).await) }
     });
     let connection = builder
         .serve_connection_with_upgrades(io, service)

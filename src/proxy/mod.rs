@@ -189,14 +189,16 @@ impl Proxy {
         // learnt; its line is queued when the response body ends.
         let head =
             (self.access_log.as_ref()).map(|_| access_log::RequestHead::new(&req, conn.peer.ip()));
-        let proxied = self.proxy(
+        // Boxed for the same reason as the service future in serve.rs: the scope and the
+        // access-log wrapper move it.
+        let proxied = Box::pin(self.proxy(
             req,
             conn,
             request_id_value.as_ref(),
             &request_id,
             start,
             grpc,
-        );
+        ));
         let (result, note) = if head.is_some() {
             let (r, n) = scope.run(access_log::noted(proxied)).await;
             (r, Some(n))
