@@ -834,30 +834,10 @@ impl Proxy {
                             req = again;
                             continue;
                         }
-                        (unsent, _) => {
-                            // A stalled write (nginx's proxy_send_timeout) is a timeout: 504.
-                            let (error, outcome) = if caused_by_timeout(&err) {
-                                (GatewayError::TIMEOUT, Outcome::Timeout)
-                            } else {
-                                (GatewayError::BAD_GATEWAY, Outcome::TcpFailure)
-                            };
-                            return Err(AttemptError {
-                                error,
-                                unsent,
-                                outcome,
-                                detail,
-                            });
-                        }
+                        (unsent, _) => return Err(send_failed(&err, unsent, detail)),
                     }
                 }
-                Err(_) => {
-                    return Err(AttemptError {
-                        error: GatewayError::TIMEOUT,
-                        unsent: None,
-                        outcome: Outcome::Timeout,
-                        detail: format!("no response from {addr} within {read_timeout:?}"),
-                    });
-                }
+                Err(_) => return Err(no_response(addr, read_timeout)),
             };
             let checkin = (!upgrade).then(|| Checkin {
                 pool: Arc::clone(&self.pool),
@@ -953,29 +933,10 @@ impl Proxy {
                             fresh_only = true;
                             continue;
                         }
-                        (unsent, _) => {
-                            let (error, outcome) = if caused_by_timeout(&err) {
-                                (GatewayError::TIMEOUT, Outcome::Timeout)
-                            } else {
-                                (GatewayError::BAD_GATEWAY, Outcome::TcpFailure)
-                            };
-                            return Err(AttemptError {
-                                error,
-                                unsent,
-                                outcome,
-                                detail,
-                            });
-                        }
+                        (unsent, _) => return Err(send_failed(&err, unsent, detail)),
                     }
                 }
-                Err(_) => {
-                    return Err(AttemptError {
-                        error: GatewayError::TIMEOUT,
-                        unsent: None,
-                        outcome: Outcome::Timeout,
-                        detail: format!("no response from {addr} within {read_timeout:?}"),
-                    });
-                }
+                Err(_) => return Err(no_response(addr, read_timeout)),
             };
             let (parts, body) = resp.into_parts();
             return Ok(Response::from_parts(
@@ -1016,6 +977,36 @@ fn caused_by_timeout(err: &hyper::Error) -> bool {
         cause = c.source();
     }
     false
+}
+
+/// The request could not be sent (or its response head read): a stalled write (nginx's
+/// `proxy_send_timeout`) is a timeout (504), anything else a bad gateway (502).
+fn send_failed(
+    err: &hyper::Error,
+    unsent: Option<Request<UpstreamReqBody>>,
+    detail: String,
+) -> AttemptError {
+    let (error, outcome) = if caused_by_timeout(err) {
+        (GatewayError::TIMEOUT, Outcome::Timeout)
+    } else {
+        (GatewayError::BAD_GATEWAY, Outcome::TcpFailure)
+    };
+    AttemptError {
+        error,
+        unsent,
+        outcome,
+        detail,
+    }
+}
+
+/// No response head within the service's read timeout (504).
+fn no_response(addr: SocketAddr, read_timeout: Duration) -> AttemptError {
+    AttemptError {
+        error: GatewayError::TIMEOUT,
+        unsent: None,
+        outcome: Outcome::Timeout,
+        detail: format!("no response from {addr} within {read_timeout:?}"),
+    }
 }
 
 /// A copy of a request whose body is empty or in memory (`None` for a streamed body, which
