@@ -38,7 +38,7 @@ pub const ID_NAMESPACE: Uuid = Uuid::from_u128(0xfd02801f_0957_4a15_a55a_c8d9606
 pub const FORMAT_VERSIONS: [&str; 3] = ["1.1", "2.1", "3.0"];
 
 /// Kong collections that gwctl does not implement; accepted when empty.
-const UNSUPPORTED: &[&str] = &[
+pub const UNSUPPORTED: &[&str] = &[
     "certificates",
     "snis",
     "vaults",

@@ -812,18 +812,8 @@ impl Proxy {
                     let unsent = e.take_message();
                     let err = e.into_error();
                     let detail = err.to_string();
-                    // The client's own body failed (e.g. a bad chunk size): a client error, not
-                    // the upstream's fault; never retried.
-                    if err.is_user()
-                        && std::error::Error::source(&err)
-                            .is_some_and(|s| s.downcast_ref::<hyper::Error>().is_some())
-                    {
-                        return Err(AttemptError {
-                            error: GatewayError::BAD_REQUEST,
-                            unsent: None,
-                            outcome: Outcome::Status(400),
-                            detail,
-                        });
+                    if client_body_failed(&err) {
+                        return Err(bad_request(detail));
                     }
                     match (unsent, replay) {
                         (Some(back), _) if from_pool => {
@@ -908,16 +898,8 @@ impl Proxy {
                     let unsent = e.take_message();
                     let err = e.into_error();
                     let detail = err.to_string();
-                    if err.is_user()
-                        && std::error::Error::source(&err)
-                            .is_some_and(|s| s.downcast_ref::<hyper::Error>().is_some())
-                    {
-                        return Err(AttemptError {
-                            error: GatewayError::BAD_REQUEST,
-                            unsent: None,
-                            outcome: Outcome::Status(400),
-                            detail,
-                        });
+                    if client_body_failed(&err) {
+                        return Err(bad_request(detail));
                     }
                     // The connection failed or is going away: hand it out no more.
                     self.h2.evict(&key, conn_id);
@@ -977,6 +959,24 @@ fn caused_by_timeout(err: &hyper::Error) -> bool {
         cause = c.source();
     }
     false
+}
+
+/// Whether a send failed because the client's own body failed (e.g. a bad chunk size): a
+/// client error, not the upstream's fault, and never retried.
+fn client_body_failed(err: &hyper::Error) -> bool {
+    err.is_user()
+        && std::error::Error::source(err)
+            .is_some_and(|s| s.downcast_ref::<hyper::Error>().is_some())
+}
+
+/// The attempt's answer to a client body that failed (400).
+fn bad_request(detail: String) -> AttemptError {
+    AttemptError {
+        error: GatewayError::BAD_REQUEST,
+        unsent: None,
+        outcome: Outcome::Status(400),
+        detail,
+    }
 }
 
 /// The request could not be sent (or its response head read): a stalled write (nginx's

@@ -28,27 +28,14 @@ use serde_json::{Map, Value};
 use super::diff::{Secrets, is_secret_name};
 use super::plan::{Key, Ref};
 use super::{Kind, SetupKongError};
-use crate::declarative::{FORMAT_VERSIONS, parse_text};
+use crate::declarative::{FORMAT_VERSIONS, UNSUPPORTED, parse_text};
 use crate::model::schema::{EntityKind, FieldErrors, validators};
 
-/// Kong collections `setup kong` does not manage; accepted when empty.
-const UNMANAGED: &[&str] = &[
-    "ca_certificates",
-    "certificates",
-    "snis",
-    "vaults",
-    "keys",
-    "key_sets",
-    "basicauth_credentials",
-    "hmacauth_credentials",
-    "oauth2_credentials",
-    "consumer_groups",
-    "consumer_group_consumers",
-    "consumer_group_plugins",
-    "plugins_partials",
-    "partials",
-    "filter_chains",
-];
+/// Kong collections `setup kong` does not manage, accepted when empty: those gwctl does not
+/// implement, and `ca_certificates`, which `setup kong` leaves alone.
+fn unmanaged(key: &str) -> bool {
+    key == "ca_certificates" || UNSUPPORTED.contains(&key)
+}
 
 /// decK's placeholder: `${{ env "NAME" }}`.
 static PLACEHOLDER: LazyLock<Option<Regex>> =
@@ -372,7 +359,7 @@ impl Walker {
                 "_format_version" | "_transform" | "_comment" | "_ignore" | "_info"
                 | "_konnect" | "_workspace" => {}
                 _ if known => {}
-                k if UNMANAGED.contains(&k) => {
+                k if unmanaged(k) => {
                     let empty = value.is_null() || value.as_array().is_some_and(Vec::is_empty);
                     if !empty {
                         self.problem(k, "setup kong does not manage this entity type");
