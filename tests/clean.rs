@@ -450,3 +450,73 @@ async fn plan_and_apply_through_bollard_report_progress() {
     remove_container(&d, &holder).await;
     remove_volume(&d, &used).await;
 }
+
+/// On a terminal: the question is asked (and "y" removes), and the removals are an indicatif
+/// spinner left as `✓ step` lines; "n" or an empty answer removes nothing.
+#[tokio::test]
+async fn on_a_terminal_it_asks_and_shows_a_spinner() {
+    use crate::support::tty::run_on_tty_typing;
+    const PROMPT: &str = "Remove the above? [y/N] ";
+    let Some(host) = docker_host() else { return };
+    let d = docker(&host).await;
+    let p = project();
+    let vol = format!("{p}_db");
+    create_volume(&d, &vol, Some(&p)).await;
+    let dir = TempDir::new();
+    dir.write("old.txt", "x");
+    let path = dir.0.to_str().unwrap();
+    let clean = || {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_gwctl"));
+        c.args(["clean", "--project", &p, "--path", path])
+            .env("DOCKER_HOST", &host)
+            .env_remove("COMPOSE_PROJECT_NAME");
+        c
+    };
+
+    for answer in ["n\n", "\n"] {
+        let o = run_on_tty_typing(clean(), Some((PROMPT, answer)), Duration::from_secs(60)).await;
+        assert_eq!(o.code, Some(1), "{}{}", o.stdout, o.terminal);
+        let screen = o.screen_lines();
+        assert_eq!(
+            screen[screen.len() - 2..],
+            [
+                format!("{PROMPT}{}", answer.trim()).trim_end().to_owned(),
+                "error: not confirmed: nothing was removed".to_owned()
+            ],
+            "{screen:?}"
+        );
+        assert!(
+            volume_exists(&d, &vol).await,
+            "{answer:?} removed the volume"
+        );
+        assert!(
+            dir.0.join("old.txt").exists(),
+            "{answer:?} emptied the directory"
+        );
+    }
+
+    let o = run_on_tty_typing(clean(), Some((PROMPT, "y\n")), Duration::from_secs(60)).await;
+    assert_eq!(o.code, Some(0), "{}{}", o.stdout, o.terminal);
+    assert!(o.redrew(), "{:?}", o.terminal);
+    let screen = o.screen_lines();
+    let steps: Vec<&String> = screen.iter().filter(|l| l.starts_with("✓ ")).collect();
+    assert_eq!(
+        steps,
+        vec![
+            &format!("✓ removing volume {vol}"),
+            &format!("✓ emptying {path}"),
+        ],
+        "{screen:?}"
+    );
+    let out: Vec<&str> = o.stdout.lines().collect();
+    assert!(
+        out.contains(&format!("removed volume {vol}").as_str()),
+        "{out:?}"
+    );
+    assert!(
+        out.contains(&format!("emptied {path} (1 entry removed)").as_str()),
+        "{out:?}"
+    );
+    assert!(!volume_exists(&d, &vol).await);
+    assert!(!dir.0.join("old.txt").exists());
+}

@@ -329,3 +329,60 @@ fn with_database_replaces_only_the_path() {
         "postgres://u@h:5/x"
     );
 }
+
+/// On a terminal: an indicatif spinner per step on stderr, left as `✓ step` lines, and no log
+/// line on stdout; a wait that gives up is left as a `✗` line with the error under it.
+#[tokio::test]
+async fn on_a_terminal_the_steps_are_a_spinner() {
+    use crate::support::tty::run_on_tty;
+    let url = fresh_db_or_skip!("on_a_terminal_the_steps_are_a_spinner");
+    let o = run_on_tty(
+        gwctl(&["migrate", "up", "--database-url", &url]),
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(o.code, Some(0), "{}{}", o.stdout, o.terminal);
+    let applied: Vec<String> = embedded().iter().map(|m| format!("applied {m}")).collect();
+    assert_eq!(
+        o.stdout.lines().collect::<Vec<_>>(),
+        applied,
+        "only the results"
+    );
+    assert!(o.redrew(), "{:?}", o.terminal);
+    let screen = o.screen_lines();
+    assert!(
+        screen[0].starts_with("✓ waiting for postgres at 127.0.0.1:"),
+        "{screen:?}"
+    );
+    let steps: Vec<String> = embedded()
+        .iter()
+        .map(|m| format!("✓ applying {m}"))
+        .collect();
+    assert_eq!(screen[1..], steps[..], "{screen:?}");
+
+    let addr = refused_addr();
+    let url = format!("postgres://gwuser:s3cr3t-pw@{addr}/gw");
+    let o = run_on_tty(
+        gwctl(&["migrate", "up", "--database-url", &url, "--wait", "2"]),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(o.code, Some(1), "{}{}", o.stdout, o.terminal);
+    assert_eq!(o.stdout, "", "no log line on stdout");
+    let screen = o.screen_lines();
+    assert_eq!(
+        screen[0],
+        format!("✗ waiting for postgres at {addr}"),
+        "{screen:?}"
+    );
+    assert!(
+        screen[1].starts_with(&format!("error: database not reachable at {addr}: ")),
+        "{screen:?}"
+    );
+    assert!(
+        o.terminal.contains("(attempt 1: "),
+        "retries are shown on the spinner line: {:?}",
+        o.terminal
+    );
+    assert!(!o.terminal.contains("s3cr3t-pw"), "password shown");
+}

@@ -1049,3 +1049,57 @@ async fn bad_input_is_one_error_line_and_exit_1() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
     }
 }
+
+/// On a terminal: the registration is an indicatif spinner whose line shows each retry (here:
+/// the upstream is created a moment late), left as a `✓ step` line; stdout has the result only.
+#[tokio::test]
+async fn on_a_terminal_the_wait_is_a_spinner_with_its_retries() {
+    use crate::support::tty::run_on_tty;
+    let (_gw, api) = start_admin_with(Backend::Memory, |_| {}).await.unwrap();
+    let cmd = on_host(&[
+        "--upstream",
+        "late-tty",
+        "--port",
+        "7003",
+        "--prefix",
+        "127",
+        "--wait",
+        "30",
+        "--admin-url",
+        api.base.as_str(),
+    ]);
+    let run = tokio::spawn(run_on_tty(cmd, Duration::from_secs(60)));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    create_upstream(&api, "late-tty").await;
+    let o = run.await.unwrap();
+    assert_eq!(o.code, Some(0), "{}{}", o.stdout, o.terminal);
+    let (logs, out): (Vec<&str>, Vec<&str>) = o.stdout.lines().partition(|l| l.starts_with('{'));
+    assert_eq!(
+        out,
+        vec!["registered 127.0.0.1:7003 with upstream late-tty (weight 100)"],
+        "the result on stdout"
+    );
+    assert!(
+        !logs.iter().any(|l| l.contains("\"step\"")),
+        "progress is the spinner's, not log lines: {logs:?}"
+    );
+    assert!(o.redrew(), "{:?}", o.terminal);
+    assert!(
+        o.terminal.contains("(attempt 1: "),
+        "the retry is on the spinner line: {:?}",
+        o.terminal
+    );
+    let base = api.base.trim_end_matches('/');
+    assert_eq!(
+        o.screen_lines(),
+        vec![format!(
+            "✓ registering 127.0.0.1:7003 with upstream late-tty at {base}"
+        )],
+        "{:?}",
+        o.terminal
+    );
+    assert_eq!(
+        targets(&api, "late-tty").await,
+        vec![("127.0.0.1:7003".to_owned(), 100)]
+    );
+}

@@ -1736,3 +1736,61 @@ async fn secrets_in_admin_api_messages_are_masked() {
          detected on '{key=\"****\"}'; applied before the error: 1 created, 0 updated, 0 deleted"
     );
 }
+
+/// On a terminal the steps are an indicatif spinner on stderr, each left as a `✓ step` line,
+/// and no log line is printed; the command's output on stdout is the same as without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_on_a_terminal_shows_the_steps_as_a_spinner() {
+    let (gw, api) = gateway(Some(ADMIN_TOKEN)).await;
+    let stack = Stack::new().await;
+    let file = stack.file("/api/monitor", "1000");
+    let f = file.to_str().unwrap();
+    let envs = [
+        ("JWT_SECRET", JWT_SECRET),
+        ("API_KEY", API_KEY),
+        ("GWCTL_ADMIN_URL", api.base.as_str()),
+        ("GWCTL_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    let o =
+        crate::support::tty::run_on_tty(setup_command(&["-f", f], &envs), Duration::from_secs(90))
+            .await;
+    assert_eq!(o.code, Some(0), "{}\n{}", o.stdout, o.terminal);
+    let mut want = stack_creates(&stack.auth, &stack.monitor);
+    want.push("16 created, 0 updated, 0 deleted, 0 unchanged".into());
+    assert_eq!(
+        o.stdout.lines().collect::<Vec<_>>(),
+        want,
+        "no log line on stdout"
+    );
+    assert!(o.redrew(), "a spinner redraws its line: {:?}", o.terminal);
+    assert_eq!(
+        o.screen_lines(),
+        vec![
+            format!(
+                "✓ waiting for the Admin API at {}",
+                api.base.trim_end_matches('/')
+            ),
+            "✓ reading the current configuration".to_owned(),
+            format!(
+                "✓ applying 16 changes to {}",
+                api.base.trim_end_matches('/')
+            ),
+        ],
+        "{:?}",
+        o.terminal
+    );
+    assert_no_secret(&o.terminal);
+
+    // The same run again without a terminal: plain log lines (here JSON), no escapes.
+    let o = gwctl_setup(&["-f", f], &envs).await;
+    assert_eq!(o.code, Some(0), "{}", o.all());
+    assert!(!o.all().contains('\x1b'), "{}", o.all());
+    assert!(
+        o.logs
+            .iter()
+            .any(|l| l.contains("reading the current configuration") && l.contains("started")),
+        "{}",
+        o.all()
+    );
+    gw.stop().await;
+}

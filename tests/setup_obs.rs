@@ -766,3 +766,60 @@ fn the_compose_collector_config_reads_the_env_file() {
         ["otlphttp/openobserve"]
     );
 }
+
+/// On a terminal: each step is an indicatif spinner (a retry shows on its line), left as a
+/// `✓ step` line; stdout has the results only and nothing shows a secret.
+#[tokio::test]
+async fn on_a_terminal_the_steps_are_a_spinner() {
+    use crate::support::tty::run_on_tty;
+    let o2 = FakeObs::start().await;
+    o2.down_for(Down::Unavailable, Duration::from_millis(800));
+    let dir = TempDir::new();
+    let env = dir.0.join("o2.env");
+    let cfg = dir.write(
+        "otelcol.yaml",
+        &COLLECTOR.replace("OBS", &o2.addr().to_string()),
+    );
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gwctl"));
+    cmd.args(["setup", "obs", "--url", &o2.url(), "--user", ROOT_EMAIL])
+        .args(["--env-file", env.to_str().unwrap()])
+        .args(["--collector-config", cfg.to_str().unwrap()])
+        .env("OPENOBSERVE_PASSWORD", ROOT_PASSWORD)
+        .env_remove("OPENOBSERVE_URL")
+        .env_remove("OPENOBSERVE_USER")
+        .env_remove("OPENOBSERVE_ORG")
+        .env_remove("GWCTL_LOG");
+    let o = run_on_tty(cmd, Duration::from_secs(60)).await;
+    assert_eq!(o.code, Some(0), "{}{}", o.stdout, o.terminal);
+    assert!(
+        !o.stdout.lines().any(|l| l.contains("started")),
+        "no log line on stdout: {}",
+        o.stdout
+    );
+    assert!(
+        o.stdout
+            .contains(&format!("env file {}: updated", env.display())),
+        "{}",
+        o.stdout
+    );
+    assert!(o.redrew(), "{:?}", o.terminal);
+    assert!(o.terminal.contains("(attempt 1: "), "{:?}", o.terminal);
+    let screen = o.screen_lines();
+    assert_eq!(
+        screen,
+        vec![
+            format!("✓ waiting for OpenObserve at {}/", o2.url()),
+            // The stand-in's settings are already right: skipped.
+            "- org default settings trace_id/span_id field names".to_owned(),
+            format!("✓ reading the ingestion passcode of {ROOT_EMAIL}"),
+            format!("✓ writing {}", env.display()),
+            format!("✓ setting the Authorization header in {}", cfg.display()),
+        ],
+        "{:?}",
+        o.terminal
+    );
+    for secret in [ROOT_PASSWORD, PASSCODE] {
+        assert!(!o.terminal.contains(secret) && !o.stdout.contains(secret));
+    }
+    assert!(!o.terminal.contains(&ingest_header()));
+}

@@ -16,6 +16,7 @@ pub mod raw;
 pub mod redis;
 pub mod rotel;
 pub mod tls;
+pub mod tty;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
