@@ -8,7 +8,8 @@
   (c) propagation: an admin write on node A until traffic routes on node B, 100 changes, p50/p99.
   (d) proxy p99 (wrk) quiet vs during a stream of admin writes.
 
-Usage: python3 bench/admin.py [--gwctl target/release/gwctl] [--consumers 100000] [--quick]
+Usage: python3 bench/admin.py [--gwctl target/release/gwctl] [--consumers 100000] [--connections 16]
+       [--jwt] [--skip-postgres]
 Needs: wrk, Postgres 15 binaries (initdb/pg_ctl), a release build of gwctl. Everything runs on
 loopback on free ports and is stopped at the end. Results: printed, and bench/results/admin.json.
 """
@@ -174,9 +175,9 @@ def count(port, path):
     return json.loads(body)["total"]
 
 
-def load_phase(gw, consumers, label, results, jwt=False):
+def load_phase(gw, consumers, label, results, jwt=False, connections=4):
     t0 = time.time()
-    rate = wrk_create(gw.admin, consumers, jwt)
+    rate = wrk_create(gw.admin, consumers, jwt, connections)
     n_c, n_k = count(gw.admin, "/consumers"), count(gw.admin, "/key-auths")
     n_j = count(gw.admin, "/jwts")
     assert n_c >= consumers and n_k >= consumers - 8, (n_c, n_k)
@@ -190,6 +191,7 @@ def load_phase(gw, consumers, label, results, jwt=False):
         "keyauths_loaded": n_k,
         "jwts_loaded": n_j,
         "creates_per_s": round(rate),
+        "create_connections": connections,
         "get_root_ms": round(timed_gets(gw.admin, "/"), 2),
         "get_consumers_1000_ms": round(timed_gets(gw.admin, "/consumers?size=1000"), 2),
         "rss_mb": round(gw.rss_mb(), 1),
@@ -308,12 +310,15 @@ def main():
     ap.add_argument("--skip-postgres", action="store_true")
     ap.add_argument("--jwt", action="store_true",
                     help="also give every consumer a JWT credential (the scale check)")
+    ap.add_argument("--connections", type=int, default=16,
+                    help="keep-alive connections creating in (a), each one wrk thread; Postgres "
+                         "commits of concurrent writes share WAL flushes (group commit)")
     args = ap.parse_args()
     results = {"consumers": args.consumers}
     try:
         upstream = Gateway(args.gwctl, "upstream", [])  # its status listener is the upstream
         dbless = Gateway(args.gwctl, "dbless", [])
-        load_phase(dbless, args.consumers, "dbless", results, args.jwt)
+        load_phase(dbless, args.consumers, "dbless", results, args.jwt, args.connections)
         proxy_phase(dbless, upstream.status, args, results, "dbless")
         dbless.stop()
         if not args.skip_postgres:
@@ -324,7 +329,7 @@ def main():
             b = Gateway(args.gwctl, "node-b", ["--database-url", pg.url()])
             results["propagation"] = propagation(a, b, upstream.status, args.changes)
             log(f"propagation A -> B over {args.changes} changes: {results['propagation']}")
-            load_phase(a, args.consumers, "postgres", results, args.jwt)
+            load_phase(a, args.consumers, "postgres", results, args.jwt, args.connections)
             results["postgres_node_b"] = {"rss_mb": round(b.rss_mb(), 1),
                                           "consumers": count(b.admin, "/consumers"),
                                           "publish_ms": b.last_publish_ms()}
