@@ -178,6 +178,95 @@ crate::admin_tests! {
     case_refresh_follows_the_server_and_keeps_overrides =>
         refresh_follows_the_server_and_keeps_overrides_memory,
         refresh_follows_the_server_and_keeps_overrides_postgres;
+    case_routes_of_a_plugin_that_stops_discovering_are_removed =>
+        routes_of_a_plugin_that_stops_discovering_are_removed_memory,
+        routes_of_a_plugin_that_stops_discovering_are_removed_postgres;
+}
+
+/// Until `f` holds (checked every 100 ms), or panic after `within`.
+async fn eventually(within: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A plugin that stops discovering (disabled, or deleted) takes its discovered
+/// routes with it, after a short grace; overrides and another plugin's routes stay.
+async fn case_routes_of_a_plugin_that_stops_discovering_are_removed(api: &AdminApi) {
+    let server = GrpcServer::start(&ServiceSet::default()).await;
+    grpc_service(api, "users-grpc", &server).await;
+    grpc_service(api, "other-grpc", &server).await;
+    let users = reflection_plugin(
+        api,
+        "users-grpc",
+        json!({"allow": ["gwtest.v1.UserService/*"]}),
+    )
+    .await;
+    let widgets =
+        reflection_plugin(api, "other-grpc", json!({"allow": ["gwtest.v1.Widgets/*"]})).await;
+    refresh(api, &users).await;
+    refresh(api, &widgets).await;
+    let routes = discovered(api).await;
+    let of = |routes: &std::collections::BTreeMap<String, Value>, svc: &str| {
+        routes.keys().filter(|n| n.starts_with(svc)).count()
+    };
+    assert_eq!(of(&routes, "users-grpc."), 7, "{:?}", routes.keys());
+    let widget_routes = of(&routes, "other-grpc.");
+    assert!(widget_routes > 0, "{:?}", routes.keys());
+    // The user keeps one of the users routes.
+    let kept = routes["users-grpc.gwtest.v1.UserService.GetUser"].clone();
+    let mut tags = kept["tags"].as_array().unwrap().clone();
+    tags.push(json!("grpc-override"));
+    api.patch(
+        &format!("/routes/{}", kept["id"].as_str().unwrap()),
+        &json!({"tags": tags}),
+    )
+    .await
+    .expect(200);
+
+    // Disabled: the plugin no longer discovers, its routes go (not at once).
+    api.patch(&format!("/plugins/{users}"), &json!({"enabled": false}))
+        .await
+        .expect(200);
+    let started = tokio::time::Instant::now();
+    eventually(
+        Duration::from_secs(15),
+        "the users routes removed",
+        async || of(&discovered(api).await, "users-grpc.") == 1,
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "removed after the grace, not at once: {:?}",
+        started.elapsed()
+    );
+    let after = discovered(api).await;
+    assert!(
+        after.contains_key("users-grpc.gwtest.v1.UserService.GetUser"),
+        "the override stays: {:?}",
+        after.keys()
+    );
+    assert_eq!(
+        of(&after, "other-grpc."),
+        widget_routes,
+        "another plugin's routes stay"
+    );
+
+    // Deleted: the same for the other plugin.
+    api.delete(&format!("/plugins/{widgets}")).await.expect(204);
+    eventually(
+        Duration::from_secs(15),
+        "the widgets routes removed",
+        async || of(&discovered(api).await, "other-grpc.") == 0,
+    )
+    .await;
+    assert_eq!(discovered(api).await.len(), 1);
+    server.stop().await;
 }
 
 async fn case_refresh_follows_the_server_and_keeps_overrides(api: &AdminApi) {

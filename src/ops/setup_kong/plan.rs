@@ -21,6 +21,7 @@ use super::diff::{Difference, Secrets, differences, leaves, render, top_field};
 use super::file::{Desired, DesiredState, Scope};
 use super::state::{Current, Existing};
 use super::{Action, Change, FieldChange, Kind};
+use crate::plugins::grpc_gateway::discovery::TAG_DISCOVERED;
 
 /// A reference to another entity: by name when it has one, else by id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -236,6 +237,14 @@ fn compare(d: &Desired, e: &Existing) -> Vec<Difference> {
     out
 }
 
+/// Whether a route carries the tag of the routes gwctl's grpc-gateway discovery made.
+fn is_discovered(e: &Existing) -> bool {
+    e.json
+        .get("tags")
+        .and_then(Value::as_array)
+        .is_some_and(|tags| tags.iter().any(|t| t.as_str() == Some(TAG_DISCOVERED)))
+}
+
 /// Compute the plan of converging `current` to `desired`.
 pub(crate) fn plan<'a>(desired: &'a DesiredState, current: &'a Current, prune: bool) -> Plan<'a> {
     let index: HashMap<(Kind, &Key), usize> = current
@@ -284,6 +293,12 @@ pub(crate) fn plan<'a>(desired: &'a DesiredState, current: &'a Current, prune: b
     let upstreams = named(Kind::Upstream);
     let consumers = named(Kind::Consumer);
     let managed = |e: &Existing| -> bool {
+        // Routes a grpc-gateway plugin discovered belong to the gateway's discovery (which
+        // creates and removes them), not to the file: pruning them would only make discovery
+        // put them back.
+        if e.kind == Kind::Route && is_discovered(e) {
+            return false;
+        }
         let parent = match &e.parent {
             Some(Ref::Name(n)) => n.as_str(),
             _ => return true,
@@ -516,6 +531,36 @@ consumers:
             ]
         );
         assert_eq!(p.not_in_file, 0);
+    }
+
+    #[test]
+    fn prune_leaves_routes_grpc_discovery_made() {
+        let d = desired(FILE);
+        let mut s = server();
+        s.entities.push(existing(
+            Kind::Route,
+            Key::Name("s-grpc-get-users".into()),
+            "s-grpc-get-users",
+            json!({"name": "s-grpc-get-users", "paths": ["~/users/[^/]+$"],
+                   "tags": ["grpc-discovered", "grpc-plugin:1", "grpc-method:a.B.GetUser"]}),
+            Some("s"),
+        ));
+        s.entities.push(existing(
+            Kind::Route,
+            Key::Name("hand-made".into()),
+            "hand-made",
+            json!({"name": "hand-made", "paths": ["/h"], "tags": ["grpc-method:a.B.GetUser"]}),
+            Some("s"),
+        ));
+        let p = plan(&d, &s, true);
+        let l = lines(&p);
+        assert!(l.contains(&"delete route hand-made".to_owned()), "{l:?}");
+        assert!(!l.iter().any(|l| l.contains("s-grpc-get-users")), "{l:?}");
+        assert_eq!(
+            plan(&d, &s, false).not_in_file,
+            4,
+            "the discovered route is not counted"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! The pure parts (allow list, convention, desired routes, plan) are separate from the runtime
 //! ([`Discovery`]) that talks to the server and writes to the store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,8 @@ pub const REFLECTION_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// How often the background loop looks for due refreshes.
 const TICK: Duration = Duration::from_millis(500);
+/// How long a discovered route's plugin must be gone before the route is removed.
+const ORPHAN_GRACE: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------------------------------------
 // Allow list
@@ -544,6 +546,29 @@ pub fn plugin_routes(tables: &Tables, plugin_id: Uuid) -> Vec<Route> {
         .collect()
 }
 
+/// Discovered routes whose plugin no longer discovers (deleted, disabled, or reflection turned
+/// off): no refresh will ever look at them again, so they are removed. Routes the user took
+/// over ([`is_override`]) stay, as they do on refresh.
+pub fn orphaned_routes(tables: &Tables, live: &HashSet<Uuid>) -> Vec<Route> {
+    tables
+        .table(EntityKind::Routes)
+        .rows()
+        .values()
+        .filter_map(|e| match &**e {
+            Entity::Route(r)
+                if r.tags.iter().flatten().any(|t| t == TAG_DISCOVERED)
+                    && tag_value(r, TAG_PLUGIN)
+                        .and_then(|id| Uuid::parse_str(id).ok())
+                        .is_some_and(|id| !live.contains(&id))
+                    && !is_override(r) =>
+            {
+                Some((**r).clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The gRPC binding a route carries in its tags (discovered routes and hand-made overrides).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteBinding {
@@ -920,10 +945,38 @@ impl Discovery {
         };
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut orphaned_since: HashMap<Uuid, Instant> = HashMap::new();
         loop {
             tick.tick().await;
-            let instances = Self::instances(&attached.store.tables());
-            let configured = |id: &Uuid| instances.iter().any(|(p, _)| p.id == *id);
+            let tables = attached.store.tables();
+            let instances = Self::instances(&tables);
+            let live: HashSet<Uuid> = instances.iter().map(|(p, _)| p.id).collect();
+            // An orphan must stay one for a moment: another node's route may arrive here
+            // before its plugin does (the poll applies out-of-order commits late).
+            let orphans = orphaned_routes(&tables, &live);
+            orphaned_since.retain(|id, _| orphans.iter().any(|r| r.id == *id));
+            for r in orphans {
+                let since = *orphaned_since.entry(r.id).or_insert_with(Instant::now);
+                if since.elapsed() < ORPHAN_GRACE {
+                    continue;
+                }
+                orphaned_since.remove(&r.id);
+                let name = r.name.clone().unwrap_or_else(|| r.id.to_string());
+                match attached
+                    .store
+                    .write(WriteOp::Delete(EntityKind::Routes, r.id))
+                    .await
+                {
+                    Ok(_) => tracing::info!(
+                        route = %name,
+                        "grpc-gateway discovery: removed a route of a plugin that no longer discovers"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(route = %name, error = %e, "grpc-gateway discovery: cannot remove an orphaned route")
+                    }
+                }
+            }
+            let configured = |id: &Uuid| live.contains(id);
             if let Ok(mut states) = self.states.write() {
                 states.retain(|id, _| configured(id));
             }
