@@ -584,3 +584,133 @@ async fn grpc_reflection_v1_and_v1alpha_through_the_gateway() {
     };
     assert!(!fd.file_descriptor_proto.is_empty());
 }
+
+/// `/upstreams/{u}/health`'s `health` of each target.
+async fn target_health(
+    api: &crate::support::admin::AdminApi,
+    upstream: &str,
+) -> Vec<(String, String)> {
+    let body = api
+        .get(&format!("/upstreams/{upstream}/health"))
+        .await
+        .expect(200);
+    let mut rows: Vec<(String, String)> = body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|r| {
+            (
+                r["target"].as_str().unwrap_or_default().to_owned(),
+                r["health"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Active checks of type `grpc` (h2c) and `grpcs` (TLS) call the gRPC health checking protocol:
+/// a SERVING server is healthy, NOT_SERVING or a server without the health service (an
+/// UNIMPLEMENTED answer) is not, and a server that turns SERVING again comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_active_health_checks_use_the_grpc_health_protocol() {
+    use crate::support::admin::{Backend, start_admin};
+    use serde_json::json;
+    use tonic_health::ServingStatus;
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    let mut b = grpc::Builder::new();
+    b.routes().add_service(health);
+    let with_health = GrpcUpstream::start_with(b).await;
+    let without = GrpcUpstream::start().await;
+    let (reporter_tls, health_tls) = tonic_health::server::health_reporter();
+    reporter_tls
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    let (_ca, cert, key) = tls::ca_signed(&["localhost"]);
+    let mut b = grpc::Builder::new().tls(&cert, &key);
+    b.routes().add_service(health_tls);
+    let tls_up = GrpcUpstream::start_with(b).await;
+
+    let (gw, api) = start_admin(Backend::Memory).await.expect("memory backend");
+    let checks = |kind: &str| {
+        json!({"active": {"type": kind, "timeout": 1, "https_verify_certificate": false,
+                          "healthy": {"interval": 0.2, "successes": 1},
+                          "unhealthy": {"interval": 0.2, "http_failures": 1, "tcp_failures": 1,
+                                        "timeouts": 1}}})
+    };
+    api.post(
+        "/upstreams",
+        &json!({"name": "g.up", "healthchecks": checks("grpc")}),
+    )
+    .await
+    .expect(201);
+    let (a, n) = (
+        format!("127.0.0.1:{}", with_health.addr.port()),
+        format!("127.0.0.1:{}", without.addr.port()),
+    );
+    for t in [&a, &n] {
+        api.post("/upstreams/g.up/targets", &json!({"target": t}))
+            .await
+            .expect(201);
+    }
+    api.post(
+        "/upstreams",
+        &json!({"name": "gs.up", "healthchecks": checks("grpcs")}),
+    )
+    .await
+    .expect(201);
+    let s = format!("localhost:{}", tls_up.addr.port());
+    api.post("/upstreams/gs.up/targets", &json!({"target": s}))
+        .await
+        .expect(201);
+
+    let want = |pairs: &[(&String, &str)]| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(t, h)| ((*t).clone(), (*h).to_owned()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eventually!(
+        STEP,
+        target_health(&api, "g.up").await == want(&[(&a, "HEALTHY"), (&n, "UNHEALTHY")]),
+        "the server without the health service is unhealthy"
+    );
+    assert_eventually!(
+        STEP,
+        target_health(&api, "gs.up").await == want(&[(&s, "HEALTHY")]),
+        "grpcs: SERVING over TLS is healthy"
+    );
+
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    reporter_tls
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    assert_eventually!(
+        STEP,
+        target_health(&api, "g.up").await == want(&[(&a, "UNHEALTHY"), (&n, "UNHEALTHY")]),
+        "NOT_SERVING is unhealthy"
+    );
+    assert_eventually!(
+        STEP,
+        target_health(&api, "gs.up").await == want(&[(&s, "UNHEALTHY")]),
+        "grpcs: NOT_SERVING is unhealthy"
+    );
+
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    assert_eventually!(
+        STEP,
+        target_health(&api, "g.up").await == want(&[(&a, "HEALTHY"), (&n, "UNHEALTHY")]),
+        "SERVING again is healthy again"
+    );
+    gw.stop().await;
+}

@@ -1,7 +1,10 @@
 //! Active health checker: one task per upstream probing healthy targets every
 //! `healthy.interval` and unhealthy ones every `unhealthy.interval` seconds, `concurrency` at a
-//! time, each probe bounded by `timeout`. http/https send `GET http_path`; tcp (and grpc) only
-//! connect; grpcs completes a TLS handshake.
+//! time, each probe bounded by `timeout`. http/https send `GET http_path`; tcp only connects;
+//! grpc (h2c) and grpcs (TLS, ALPN h2) call the gRPC health checking protocol's
+//! `grpc.health.v1.Health/Check` for the whole server (service `""`): `SERVING` is a success,
+//! any other answer (`NOT_SERVING`, a non-OK `grpc-status` such as UNIMPLEMENTED from a server
+//! without the health service) counts as an HTTP failure.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -9,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderName, HeaderValue, Request};
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -94,6 +97,7 @@ enum Kind {
     Tcp,
     Http,
     Https,
+    Grpc,
     Grpcs,
 }
 
@@ -111,13 +115,14 @@ struct Prober {
 impl Prober {
     fn new(cfg: &ActiveHealthcheck) -> Self {
         let kind = match cfg.kind.as_str() {
-            "tcp" | "grpc" => Kind::Tcp,
+            "tcp" => Kind::Tcp,
+            "grpc" => Kind::Grpc,
             "https" => Kind::Https,
             "grpcs" => Kind::Grpcs,
             _ => Kind::Http,
         };
         let tls = if matches!(kind, Kind::Https | Kind::Grpcs) {
-            match tls_config(cfg.https_verify_certificate) {
+            match tls_config(cfg.https_verify_certificate, kind == Kind::Grpcs) {
                 Ok(c) => Some(TlsConnector::from(Arc::new(c))),
                 Err(e) => {
                     warn!(error = %e, "cannot build TLS config for health checks");
@@ -174,6 +179,7 @@ impl Prober {
         match self.kind {
             Kind::Tcp => Some(Event::Success),
             Kind::Http => self.http(tcp, a).await,
+            Kind::Grpc => grpc_health(tcp, a).await,
             Kind::Https | Kind::Grpcs => {
                 let Some(tls) = &self.tls else {
                     return Some(Event::TcpFailure);
@@ -191,7 +197,7 @@ impl Prober {
                     return Some(Event::TcpFailure);
                 };
                 if self.kind == Kind::Grpcs {
-                    Some(Event::Success)
+                    grpc_health(stream, a).await
                 } else {
                     self.http(stream, a).await
                 }
@@ -233,6 +239,104 @@ impl Prober {
     }
 }
 
+/// One `grpc.health.v1.Health/Check` call (empty `HealthCheckRequest`: the whole server) over
+/// HTTP/2 on `io`.
+async fn grpc_health<S>(io: S, a: &AddrState) -> Option<Event>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok((mut sender, conn)) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await
+    else {
+        return Some(Event::TcpFailure);
+    };
+    let conn = tokio::spawn(conn);
+    let _abort = AbortOnDrop(conn.abort_handle());
+    let uri = format!("http://{}:{}/grpc.health.v1.Health/Check", a.host, a.port);
+    let Ok(req) = Request::post(uri)
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .header(http::header::USER_AGENT, "gwctl-healthcheck")
+        // One gRPC message frame: uncompressed, length 0 (an empty HealthCheckRequest).
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+    else {
+        return Some(Event::TcpFailure);
+    };
+    let Ok(resp) = sender.send_request(req).await else {
+        return Some(Event::TcpFailure);
+    };
+    let (head, body) = resp.into_parts();
+    if head.status != http::StatusCode::OK {
+        return Some(Event::HttpFailure);
+    }
+    let Ok(collected) = body.collect().await else {
+        return Some(Event::TcpFailure);
+    };
+    let trailers = collected.trailers().cloned();
+    // Trailers-Only answers carry grpc-status in the headers.
+    let status = trailers
+        .as_ref()
+        .and_then(|t| t.get("grpc-status"))
+        .or_else(|| head.headers.get("grpc-status"))
+        .and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
+    if status != Some(0) {
+        return Some(Event::HttpFailure);
+    }
+    match health_status(&collected.to_bytes()) {
+        Some(SERVING) => Some(Event::Success),
+        _ => Some(Event::HttpFailure),
+    }
+}
+
+/// `HealthCheckResponse.ServingStatus.SERVING`.
+const SERVING: u64 = 1;
+
+/// The `status` (field 1, an enum) of the one uncompressed `HealthCheckResponse` message in a
+/// gRPC response body; 0 (UNKNOWN) when the field is absent, `None` when the body is not one
+/// such message.
+fn health_status(body: &[u8]) -> Option<u64> {
+    let (&[flag, l0, l1, l2, l3], msg) = body.split_first_chunk::<5>()?;
+    let len = usize::try_from(u32::from_be_bytes([l0, l1, l2, l3])).ok()?;
+    if flag != 0 || msg.len() != len {
+        return None;
+    }
+    let mut rest = msg;
+    let mut status = 0;
+    while !rest.is_empty() {
+        let (key, r) = varint(rest)?;
+        rest = r;
+        match (key >> 3, key & 7) {
+            (1, 0) => {
+                let (v, r) = varint(rest)?;
+                status = v;
+                rest = r;
+            }
+            // Other fields (none today): skip by wire type.
+            (_, 0) => rest = varint(rest)?.1,
+            (_, 1) => rest = rest.get(8..)?,
+            (_, 2) => {
+                let (n, r) = varint(rest)?;
+                rest = r.get(usize::try_from(n).ok()?..)?;
+            }
+            (_, 5) => rest = rest.get(4..)?,
+            _ => return None,
+        }
+    }
+    Some(status)
+}
+
+/// A protobuf base-128 varint and what follows it.
+fn varint(b: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v: u64 = 0;
+    for (i, byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, &b[i + 1..]));
+        }
+    }
+    None
+}
+
 struct AbortOnDrop(AbortHandle);
 
 impl Drop for AbortOnDrop {
@@ -241,7 +345,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn tls_config(verify: bool) -> Result<rustls::ClientConfig, rustls::Error> {
+fn tls_config(verify: bool, h2: bool) -> Result<rustls::ClientConfig, rustls::Error> {
     let builder = rustls::ClientConfig::builder_with_provider(crate::proxy::tls::provider())
         .with_safe_default_protocol_versions()?;
     let config = if verify {
@@ -255,5 +359,33 @@ fn tls_config(verify: bool) -> Result<rustls::ClientConfig, rustls::Error> {
             .with_custom_certificate_verifier(crate::proxy::tls::no_verify())
             .with_no_client_auth()
     };
+    let mut config = config;
+    if h2 {
+        config.alpn_protocols = vec![b"h2".to_vec()];
+    }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_status_reads_the_one_health_check_response() {
+        // SERVING, NOT_SERVING; an empty message is UNKNOWN (proto3 default).
+        assert_eq!(health_status(&[0, 0, 0, 0, 2, 0x08, 0x01]), Some(SERVING));
+        assert_eq!(health_status(&[0, 0, 0, 0, 2, 0x08, 0x02]), Some(2));
+        assert_eq!(health_status(&[0, 0, 0, 0, 0]), Some(0));
+        // An unknown length-delimited field before the status is skipped.
+        assert_eq!(
+            health_status(&[0, 0, 0, 0, 5, 0x12, 0x01, b'x', 0x08, 0x01]),
+            Some(SERVING)
+        );
+        // Compressed, truncated, trailing bytes, no frame at all: not a response.
+        assert_eq!(health_status(&[1, 0, 0, 0, 2, 0x08, 0x01]), None);
+        assert_eq!(health_status(&[0, 0, 0, 0, 3, 0x08, 0x01]), None);
+        assert_eq!(health_status(&[0, 0, 0, 0, 2, 0x08, 0x01, 0]), None);
+        assert_eq!(health_status(&[]), None);
+        assert_eq!(health_status(&[0, 0, 0, 0, 1, 0x08]), None);
+    }
 }
