@@ -806,6 +806,18 @@ async fn case_grpc_statuses_become_http_statuses(up: Upstream) {
     }
     let (s, v) = call(&api, Method::GET, "/v1/fail/0", None).await;
     assert_eq!((s, v), (200, json!({})));
+    // grpc-status-details-bin: each detail as JSON with its @type when the proto describes
+    // it, else its bytes in base64.
+    let (s, v) = call(&api, Method::GET, "/v1/fail/8?message=detail%20quota", None).await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(
+        v,
+        json!({"code": 8, "message": "detail quota", "details": [
+            {"@type": "type.googleapis.com/gwtest.v1.FailDetail", "reason": "detail quota",
+             "retry_after_s": 7},
+            {"@type": "type.googleapis.com/other.v1.Unknown", "value": "AQID"},
+        ]})
+    );
     gw.stop().await;
 }
 

@@ -9,7 +9,10 @@
 //! - `CreateUser{user, request_id}` -> the user with id 1000 and `display_name = request_id`.
 //! - `UpdateUser(User)` -> the same user.
 //! - `ListUsers{page_size, tags}` -> `page_size` users with those tags, `next: "p2"`.
-//! - `Fail{code, message}` -> that gRPC status (OK: an empty user).
+//! - `Fail{code, message}` -> that gRPC status (OK: an empty user); a message starting with
+//!   `detail` also sends `grpc-status-details-bin`: a `google.rpc.Status` whose details are a
+//!   `gwtest.v1.FailDetail{reason: message, retry_after_s: 7}` and an `Any` of a type no proto
+//!   here describes (`type.googleapis.com/other.v1.Unknown`, bytes 1 2 3).
 //! - `Widgets.*` (no annotations: the naming convention), `Internal.GetSecret`, `Extra.GetThing`.
 
 use std::convert::Infallible;
@@ -93,11 +96,32 @@ message CreateUserRequest { User user = 1; string request_id = 2; }
 message ListUsersRequest { int32 page_size = 1; repeated string tags = 2; }
 message ListUsersResponse { repeated User users = 1; string next = 2; }
 message FailRequest { int32 code = 1; string message = 2; }
+message FailDetail { string reason = 1; int32 retry_after_s = 2; }
 message Empty {}
 message WidgetId { int64 id = 1; }
 message Widget { int64 id = 1; string name = 2; }
 message WidgetList { repeated Widget widgets = 1; }
 "#;
+
+/// `google.rpc.Status` (what `grpc-status-details-bin` carries).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<RpcAny>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcAny {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
 
 /// Which services a server runs, and which reflection versions.
 #[derive(Debug, Clone)]
@@ -260,6 +284,32 @@ fn behave(
                 return Ok(build(pool, &t("User"), json!({})));
             }
             let message = get(req, "message").as_str().unwrap_or("").to_owned();
+            if message.starts_with("detail") {
+                let detail = build(
+                    pool,
+                    &t("FailDetail"),
+                    json!({"reason": message, "retry_after_s": 7}),
+                );
+                let status = RpcStatus {
+                    code: code as i32,
+                    message: message.clone(),
+                    details: vec![
+                        RpcAny {
+                            type_url: "type.googleapis.com/gwtest.v1.FailDetail".into(),
+                            value: detail.encode_to_vec(),
+                        },
+                        RpcAny {
+                            type_url: "type.googleapis.com/other.v1.Unknown".into(),
+                            value: vec![1, 2, 3],
+                        },
+                    ],
+                };
+                return Err(Status::with_details(
+                    code,
+                    message,
+                    status.encode_to_vec().into(),
+                ));
+            }
             return Err(Status::new(code, message));
         }
         "/gwtest.v1.Widgets/GetWidget" => {
@@ -508,6 +558,7 @@ fn grpc_answer(
     code: i32,
     message: &str,
     body: Vec<u8>,
+    details: &[u8],
 ) -> http::Response<http_body_util::Full<bytes::Bytes>> {
     let mut resp = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
     let h = resp.headers_mut();
@@ -517,6 +568,12 @@ fn grpc_answer(
         percent_encoding::utf8_percent_encode(message, percent_encoding::NON_ALPHANUMERIC)
             .to_string();
     h.insert("grpc-message", encoded.parse().unwrap());
+    if !details.is_empty() {
+        use base64::Engine as _;
+        // Unpadded, as gRPC implementations send it.
+        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(details);
+        h.insert("grpc-status-details-bin", b64.parse().unwrap());
+    }
     h.insert("x-served-by", "http1-stand-in".parse().unwrap());
     resp
 }
@@ -554,10 +611,13 @@ impl Http1GrpcServer {
                                     .get_service_by_name(svc_name)
                                     .and_then(|s| s.methods().find(|m| m.name() == method));
                                 let answer = match m {
-                                    _ if ct != "application/grpc" => {
-                                        grpc_answer(3, &format!("content-type {ct}"), Vec::new())
-                                    }
-                                    None => grpc_answer(12, &path, Vec::new()),
+                                    _ if ct != "application/grpc" => grpc_answer(
+                                        3,
+                                        &format!("content-type {ct}"),
+                                        Vec::new(),
+                                        &[],
+                                    ),
+                                    None => grpc_answer(12, &path, Vec::new(), &[]),
                                     Some(m) => {
                                         let frames =
                                             gwctl::plugins::grpc_gateway::transcode::unframe(&body)
@@ -572,11 +632,13 @@ impl Http1GrpcServer {
                                                     &out.encode_to_vec(),
                                                 )
                                                 .to_vec(),
+                                                &[],
                                             ),
                                             Err(st) => grpc_answer(
                                                 st.code() as i32,
                                                 st.message(),
                                                 Vec::new(),
+                                                st.details(),
                                             ),
                                         }
                                     }

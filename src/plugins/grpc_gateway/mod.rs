@@ -58,6 +58,7 @@ pub const DEFAULT_REFRESH_INTERVAL: u64 = 300;
 
 static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+static GRPC_STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
 static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// `config` of grpc-gateway: Kong's `proto`, plus gwctl's discovery fields.
@@ -498,6 +499,8 @@ impl Handler for GrpcGateway {
         let message = lookup(&GRPC_MESSAGE)
             .map(|v| transcode::decode_grpc_message(v.as_bytes()))
             .unwrap_or_default();
+        let details = lookup(&GRPC_STATUS_DETAILS)
+            .and_then(|v| transcode::status_details(v.as_bytes(), call.method.parent_pool()));
         for name in [
             header::CONTENT_TYPE,
             header::CONTENT_LENGTH,
@@ -519,7 +522,7 @@ impl Handler for GrpcGateway {
             return json_response(
                 transcode::http_status(code),
                 parts.headers,
-                transcode::status_body(code, &message),
+                transcode::status_body(code, &message, details),
             );
         }
         match transcode::response_json(&call.method, call.response_body.as_deref(), &data) {

@@ -377,9 +377,79 @@ pub fn http_status(code: i32) -> StatusCode {
     StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// The JSON body of a failed call: `{"code": <grpc code>, "message": <grpc-message>}`.
-pub fn status_body(code: i32, message: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "code": code, "message": message })).unwrap_or_default()
+/// The JSON body of a failed call: `{"code": <grpc code>, "message": <grpc-message>}`, plus
+/// `details` when the server sent `grpc-status-details-bin` (see [`status_details`]).
+pub fn status_body(code: i32, message: &str, details: Option<Vec<Value>>) -> Vec<u8> {
+    let mut body = serde_json::json!({ "code": code, "message": message });
+    if let Some(d) = details {
+        body["details"] = Value::Array(d);
+    }
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// `google.rpc.Status`, the message `grpc-status-details-bin` carries.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<RpcAny>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcAny {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// The `details` of a `grpc-status-details-bin` value (base64, padded or not, of a
+/// `google.rpc.Status`), rendered as grpc-gateway does: each `Any` as its message's JSON plus
+/// `@type` when `pool` describes the type (e.g. the service's proto imports
+/// `google/rpc/error_details.proto`), else `{"@type": ..., "value": <base64>}`. `None` when the
+/// value is not a Status (the body then has no `details`).
+pub fn status_details(raw: &[u8], pool: &prost_reflect::DescriptorPool) -> Option<Vec<Value>> {
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const B64: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let bytes = B64.decode(raw.trim_ascii()).ok()?;
+    let status = <RpcStatus as prost::Message>::decode(bytes.as_slice()).ok()?;
+    let opts = SerializeOptions::new().use_proto_field_name(true);
+    let details = status
+        .details
+        .into_iter()
+        .map(|any| {
+            let name = any.type_url.rsplit('/').next().unwrap_or_default();
+            let known = pool
+                .get_message_by_name(name)
+                .and_then(|desc| DynamicMessage::decode(desc, any.value.as_slice()).ok())
+                .and_then(|msg| {
+                    let mut ser = serde_json::Serializer::new(Vec::new());
+                    msg.serialize_with_options(&mut ser, &opts).ok()?;
+                    serde_json::from_slice::<Value>(&ser.into_inner()).ok()
+                });
+            match known {
+                Some(Value::Object(fields)) => {
+                    let mut o = serde_json::Map::new();
+                    o.insert("@type".into(), Value::String(any.type_url));
+                    o.extend(fields);
+                    Value::Object(o)
+                }
+                _ => serde_json::json!({
+                    "@type": any.type_url,
+                    "value": base64::engine::general_purpose::STANDARD.encode(&any.value),
+                }),
+            }
+        })
+        .collect();
+    Some(details)
 }
 
 /// `grpc-message` as sent (percent-encoded, RFC 3986 unreserved kept) decoded to text.
@@ -586,9 +656,51 @@ mod tests {
             assert_eq!(http_status(code).as_u16(), status, "grpc {code}");
         }
         assert_eq!(
-            serde_json::from_slice::<Value>(&status_body(5, "no user 9")).unwrap(),
+            serde_json::from_slice::<Value>(&status_body(5, "no user 9", None)).unwrap(),
             json!({"code": 5, "message": "no user 9"})
         );
         assert_eq!(decode_grpc_message(b"caf%C3%A9 %25"), "café %");
+    }
+
+    #[test]
+    fn status_details_render_known_and_unknown_types() {
+        use base64::Engine as _;
+        let pool = users_pool();
+        let user = DynamicMessage::decode(
+            pool.get_message_by_name("demo.v1.User").unwrap(),
+            &[0x12, 0x01, b'x'][..],
+        )
+        .unwrap();
+        let status = RpcStatus {
+            code: 5,
+            message: "m".into(),
+            details: vec![
+                RpcAny {
+                    type_url: "type.googleapis.com/demo.v1.User".into(),
+                    value: user.encode_to_vec(),
+                },
+                RpcAny {
+                    type_url: "type.googleapis.com/x.Y".into(),
+                    value: vec![0xff],
+                },
+            ],
+        };
+        let want = json!([
+            {"@type": "type.googleapis.com/demo.v1.User", "name": "x"},
+            {"@type": "type.googleapis.com/x.Y", "value": "/w=="},
+        ]);
+        let bytes = status.encode_to_vec();
+        for engine in [
+            base64::engine::general_purpose::STANDARD,
+            base64::engine::general_purpose::STANDARD_NO_PAD,
+        ] {
+            let raw = engine.encode(&bytes);
+            assert_eq!(
+                status_details(raw.as_bytes(), &pool).map(Value::Array),
+                Some(want.clone())
+            );
+        }
+        assert_eq!(status_details(b"not base64!", &pool), None);
+        assert_eq!(status_details(b"/w==", &pool), None, "not a Status");
     }
 }
