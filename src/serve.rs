@@ -399,6 +399,8 @@ async fn run_inner(
     health_follower.abort();
     discovery.abort();
     store.shutdown();
+    // Another node takes over the cluster-wide background work at once.
+    let _ = tokio::time::timeout(Duration::from_secs(2), config.release_leases()).await;
     if let Some(log) = access_log {
         close_access_log(log).await;
     }

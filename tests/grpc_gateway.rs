@@ -954,3 +954,62 @@ async fn grpcs_discovery_through_upstream_targets() {
     gw.stop().await;
     up.stop().await;
 }
+
+/// Postgres mode, two nodes on one database: both fetch the descriptors they transcode with,
+/// but only the holder of the discovery lease (the first node) writes the discovered routes in
+/// its background refreshes; when it stops, the other node takes the lease and writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_of_a_cluster_keeps_the_discovered_routes() {
+    use crate::support::admin::start_admin_with;
+    let Some(url) = crate::support::pg_backend::database_url().await else {
+        crate::support::pg::skip_note("one_node_of_a_cluster_keeps_the_discovered_routes");
+        return;
+    };
+    let server = GrpcServer::start(&ServiceSet::default()).await;
+    let on = |u: &String| {
+        let u = u.clone();
+        move |o: &mut gwctl::serve::ServeOptions| o.database_url = Some(u)
+    };
+    let (gw_a, a) = start_admin_with(Backend::Postgres, on(&url)).await.unwrap();
+    // A's discovery loop takes the free lease on its first tick.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (gw_b, b) = start_admin_with(Backend::Postgres, on(&url)).await.unwrap();
+    grpc_service(&a, "users-grpc", &server).await;
+    let plugin = reflection_plugin(
+        &a,
+        "users-grpc",
+        json!({"allow": ["gwtest.v1.UserService/*"], "refresh_interval": 1}),
+    )
+    .await;
+    let state = |api: &AdminApi| {
+        let api = api.clone();
+        let path = format!("/grpc-gateway/{plugin}");
+        async move { api.get(&path).await.expect(200) }
+    };
+    eventually(
+        Duration::from_secs(15),
+        "both nodes refreshed",
+        async || {
+            !state(&a).await["last_refresh"].is_null() && !state(&b).await["last_refresh"].is_null()
+        },
+    )
+    .await;
+    assert_eq!(state(&a).await["last_refresh"]["routes_written"], true);
+    let sb = state(&b).await;
+    assert_eq!(sb["last_refresh"]["routes_written"], false, "{sb}");
+    assert_eq!(
+        sb["last_refresh"]["methods"].as_array().unwrap().len(),
+        5,
+        "{sb}"
+    );
+    assert_eq!(discovered(&b).await.len(), 7, "B sees A's routes");
+
+    gw_a.stop().await;
+    eventually(Duration::from_secs(15), "B took the lease", async || {
+        state(&b).await["last_refresh"]["routes_written"] == true
+    })
+    .await;
+    assert_eq!(discovered(&b).await.len(), 7, "nothing duplicated");
+    gw_b.stop().await;
+    server.stop().await;
+}

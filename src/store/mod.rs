@@ -140,4 +140,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Health overrides as they arrive (from this node or others).
     fn health_events(&self) -> broadcast::Receiver<HealthOverride>;
+
+    /// Whether this node holds the cluster-wide lease `key` (at most one holder per database),
+    /// taking it when it is free. Background work that one node should do for the whole
+    /// cluster (gRPC discovery) asks before each round. A store without a cluster (memory) is
+    /// a cluster of one: always true.
+    async fn lead(&self, key: i64) -> bool {
+        let _ = key;
+        true
+    }
+
+    /// Give up every lease this node holds (shutdown), so another node takes over at once.
+    async fn release_leases(&self) {}
 }
+
+/// The [`Store::lead`] lease of gRPC discovery's background refreshes.
+pub const DISCOVERY_LEASE: i64 = 0x6777_6374_6c01; // "gwctl" + 1

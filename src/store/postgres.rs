@@ -10,7 +10,7 @@
 //!   change twice or late is harmless); a poll every [`POLL_INTERVAL`] picks up anything the
 //!   notifications missed; a lost connection is followed by a full resync once it is back.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
@@ -49,6 +49,15 @@ pub struct PgStore {
     /// when a write starts but become visible when it commits, so a lower id can appear after a
     /// higher one was applied; the poll looks back over recent rows for ids not in this set.
     recent: Mutex<HashSet<i64>>,
+    /// [`Store::lead`]: per lease key, a session of its own (out of the pool: a session-level
+    /// advisory lock lives as long as its session) and whether it holds the lock.
+    leases: tokio::sync::Mutex<HashMap<i64, Lease>>,
+}
+
+/// A lease's database session.
+struct Lease {
+    conn: sqlx::PgConnection,
+    held: bool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -119,6 +128,7 @@ impl PgStore {
             reachable: AtomicBool::new(true),
             applied: AtomicI64::new(applied),
             recent: Mutex::new(recent),
+            leases: tokio::sync::Mutex::new(HashMap::new()),
         });
         tokio::spawn(follow(Arc::downgrade(&store)));
         Ok(store)
@@ -660,5 +670,69 @@ impl Store for PgStore {
 
     fn health_events(&self) -> broadcast::Receiver<HealthOverride> {
         self.health.subscribe()
+    }
+
+    /// A session-level `pg_try_advisory_lock(key)` on a session kept for the lease: held until
+    /// that session ends (this node stops or loses the database), then another node's next
+    /// try takes it. A holder checks its session is alive on every call.
+    async fn lead(&self, key: i64) -> bool {
+        let mut leases = self.leases.lock().await;
+        if !leases.contains_key(&key) {
+            let Ok(conn) = self.pool.acquire().await else {
+                return false;
+            };
+            leases.insert(
+                key,
+                Lease {
+                    conn: conn.detach(),
+                    held: false,
+                },
+            );
+        }
+        let Some(lease) = leases.get_mut(&key) else {
+            return false;
+        };
+        let answer = if lease.held {
+            sqlx::query_scalar::<_, i32>("SELECT 1")
+                .fetch_one(&mut lease.conn)
+                .await
+                .map(|_| true)
+        } else {
+            sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut lease.conn)
+                .await
+        };
+        match answer {
+            Ok(held) => {
+                if held && !lease.held {
+                    tracing::info!(lease = key, "this node now leads");
+                }
+                lease.held = held;
+                held
+            }
+            // The session is gone, and the lock with it: start over on the next call.
+            Err(e) => {
+                if lease.held {
+                    tracing::warn!(lease = key, error = %e, "lost the lease's database session");
+                }
+                leases.remove(&key);
+                false
+            }
+        }
+    }
+
+    async fn release_leases(&self) {
+        let leases = std::mem::take(&mut *self.leases.lock().await);
+        for (key, mut lease) in leases {
+            if lease.held {
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(key)
+                    .execute(&mut lease.conn)
+                    .await;
+                tracing::info!(lease = key, "lease released");
+            }
+            let _ = sqlx::Connection::close(lease.conn).await;
+        }
     }
 }

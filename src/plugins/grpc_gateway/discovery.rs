@@ -39,7 +39,7 @@ use super::template::PathTemplate;
 use crate::model::schema::{Ctx, EntityKind, PluginSchemas, now_ms};
 use crate::model::{Plugin, Protocol, Route, Service};
 use crate::snapshot::SnapshotStore;
-use crate::store::{Entity, Store, Tables, WriteOp};
+use crate::store::{DISCOVERY_LEASE, Entity, Store, Tables, WriteOp};
 
 /// Tag on every route discovery created.
 pub const TAG_DISCOVERED: &str = "grpc-discovered";
@@ -619,6 +619,9 @@ pub struct RefreshReport {
     pub kept: Vec<String>,
     /// What was skipped and why.
     pub warnings: Vec<String>,
+    /// Whether this refresh wrote the routes: a background refresh on a node that does not
+    /// lead the cluster only reads the descriptors (the leader keeps the routes).
+    pub routes_written: bool,
 }
 
 /// Why a refresh failed.
@@ -749,6 +752,15 @@ impl Discovery {
 
     /// Refresh plugin `id` now (waits for a refresh already running for it).
     pub async fn refresh(&self, id: Uuid) -> Result<RefreshReport, DiscoveryError> {
+        self.refresh_writing(id, true).await
+    }
+
+    /// [`Discovery::refresh`]; with `write_routes` false only the descriptors are fetched.
+    async fn refresh_writing(
+        &self,
+        id: Uuid,
+        write_routes: bool,
+    ) -> Result<RefreshReport, DiscoveryError> {
         let attached = self.attached.get().ok_or(DiscoveryError::NotRunning)?;
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
@@ -765,7 +777,9 @@ impl Discovery {
             s.attempted = Some(Instant::now());
             s.seen_updated_at = plugin.updated_at;
         });
-        let result = self.refresh_inner(attached, &tables, &plugin, &conf).await;
+        let result = self
+            .refresh_inner(attached, &tables, &plugin, &conf, write_routes)
+            .await;
         match &result {
             Ok((report, descriptors)) => self.update(id, |s| {
                 s.descriptors = Some(descriptors.clone());
@@ -791,6 +805,7 @@ impl Discovery {
         tables: &Tables,
         plugin: &Plugin,
         conf: &GrpcGatewayConfig,
+        write_routes: bool,
     ) -> Result<(RefreshReport, Descriptors), DiscoveryError> {
         let service_id = plugin.service.map(|f| f.id).ok_or_else(|| {
             DiscoveryError::Config("reflection needs a service-scoped plugin".into())
@@ -856,6 +871,7 @@ impl Discovery {
             reflection: reflected.version.to_owned(),
             services: reflected.services.clone(),
             warnings,
+            routes_written: write_routes,
             ..RefreshReport::default()
         };
         let names =
@@ -870,13 +886,18 @@ impl Discovery {
                 Some(Entity::Route(cur)) if is_override(cur)
             )
         };
-        for r in p.create.into_iter().chain(p.update.iter().cloned()) {
+        let (create, update, delete) = if write_routes {
+            (p.create, p.update, p.delete)
+        } else {
+            (Vec::new(), Vec::new(), Vec::new())
+        };
+        for r in create.into_iter().chain(update.iter().cloned()) {
             let name = r.name.clone().unwrap_or_default();
             if edited_since(r.id) {
                 report.kept.push(name);
                 continue;
             }
-            let created = !p.update.iter().any(|u| u.id == r.id);
+            let created = !update.iter().any(|u| u.id == r.id);
             match attached
                 .store
                 .write(WriteOp::Upsert(Entity::Route(Box::new(r))))
@@ -887,7 +908,7 @@ impl Discovery {
                 Err(e) => report.warnings.push(format!("route {name}: {e}")),
             }
         }
-        for r in p.delete {
+        for r in delete {
             let name = r.name.clone().unwrap_or_default();
             if edited_since(r.id) {
                 report.kept.push(name);
@@ -948,12 +969,22 @@ impl Discovery {
         let mut orphaned_since: HashMap<Uuid, Instant> = HashMap::new();
         loop {
             tick.tick().await;
+            // Every node fetches the descriptors it transcodes with; one node of a cluster
+            // (the lease holder) keeps the routes: the others' background refreshes only read.
+            let leader = attached.store.lead(DISCOVERY_LEASE).await;
+            if !leader {
+                orphaned_since.clear();
+            }
             let tables = attached.store.tables();
             let instances = Self::instances(&tables);
             let live: HashSet<Uuid> = instances.iter().map(|(p, _)| p.id).collect();
             // An orphan must stay one for a moment: another node's route may arrive here
             // before its plugin does (the poll applies out-of-order commits late).
-            let orphans = orphaned_routes(&tables, &live);
+            let orphans = if leader {
+                orphaned_routes(&tables, &live)
+            } else {
+                Vec::new()
+            };
             orphaned_since.retain(|id, _| orphans.iter().any(|r| r.id == *id));
             for r in orphans {
                 let since = *orphaned_since.entry(r.id).or_insert_with(Instant::now);
@@ -1000,7 +1031,7 @@ impl Discovery {
                     Some(at) => !interval.is_zero() && at.elapsed() >= interval,
                 };
                 if due {
-                    let _ = self.refresh(plugin.id).await;
+                    let _ = self.refresh_writing(plugin.id, leader).await;
                 }
             }
         }
