@@ -677,20 +677,17 @@ impl Store for PgStore {
     /// try takes it. A holder checks its session is alive on every call.
     async fn lead(&self, key: i64) -> bool {
         let mut leases = self.leases.lock().await;
-        if !leases.contains_key(&key) {
-            let Ok(conn) = self.pool.acquire().await else {
-                return false;
-            };
-            leases.insert(
-                key,
-                Lease {
+        let lease = match leases.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let Ok(conn) = self.pool.acquire().await else {
+                    return false;
+                };
+                e.insert(Lease {
                     conn: conn.detach(),
                     held: false,
-                },
-            );
-        }
-        let Some(lease) = leases.get_mut(&key) else {
-            return false;
+                })
+            }
         };
         let answer = if lease.held {
             sqlx::query_scalar::<_, i32>("SELECT 1")
