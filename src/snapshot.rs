@@ -42,13 +42,13 @@ pub struct Snapshot {
     /// Kong's `configuration_hash`: 32 hex chars, zeros when nothing was loaded.
     pub hash: String,
     /// Route matcher.
-    pub router: Router,
+    pub router: Arc<Router>,
     /// Services by id.
-    pub services: HashMap<Uuid, Arc<ServiceRuntime>>,
+    pub services: Arc<HashMap<Uuid, Arc<ServiceRuntime>>>,
     /// Balancers by upstream name.
-    pub balancers: HashMap<String, Arc<Balancer>>,
+    pub balancers: Arc<HashMap<String, Arc<Balancer>>>,
     /// Each route's plugin chain.
-    pub plugins: CompiledPlugins,
+    pub plugins: Arc<CompiledPlugins>,
     /// Whether a configuration was ever loaded (for `/status/ready`).
     pub loaded: bool,
 }
@@ -94,10 +94,10 @@ impl SnapshotStore {
             config: Arc::new(Config::default()),
             tables: Tables::default(),
             hash: "0".repeat(32),
-            router: Router::new(&[])?,
-            services: HashMap::new(),
-            balancers: HashMap::new(),
-            plugins: CompiledPlugins::default(),
+            router: Arc::new(Router::new(&[])?),
+            services: Arc::new(HashMap::new()),
+            balancers: Arc::new(HashMap::new()),
+            plugins: Arc::new(CompiledPlugins::default()),
             loaded: false,
         };
         Ok(Self {
@@ -138,6 +138,31 @@ impl SnapshotStore {
     async fn compile_and_swap(&self, tables: Tables, hash: String) -> Result<u64, CompileError> {
         let _guard = self.publish_lock.lock().await;
         let started = std::time::Instant::now();
+        // Only consumers, credentials or ACLs changed (the common stream of admin writes):
+        // the router, services, balancers and plugin chains do not depend on them (plugins
+        // look consumers up in the tables at request time), so they are shared with the
+        // current snapshot and only the tables are swapped.
+        let current = self.current.load_full();
+        if current.loaded && tables.same_core(&current.tables) {
+            let revision = self.revision.fetch_add(1, Ordering::SeqCst) + 1;
+            self.current.store(Arc::new(Snapshot {
+                revision,
+                config: Arc::clone(&current.config),
+                tables,
+                hash,
+                router: Arc::clone(&current.router),
+                services: Arc::clone(&current.services),
+                balancers: Arc::clone(&current.balancers),
+                plugins: Arc::clone(&current.plugins),
+                loaded: true,
+            }));
+            tracing::debug!(
+                revision,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "configuration published (consumers and credentials only)"
+            );
+            return Ok(revision);
+        }
         let config = Arc::new(tables.core_config());
         let balancers = self
             .balancers
@@ -186,10 +211,10 @@ impl SnapshotStore {
             config,
             tables,
             hash,
-            router,
-            services,
-            balancers,
-            plugins,
+            router: Arc::new(router),
+            services: Arc::new(services),
+            balancers: Arc::new(balancers),
+            plugins: Arc::new(plugins),
             loaded: true,
         }));
         tracing::info!(
@@ -205,5 +230,73 @@ impl SnapshotStore {
     /// Stop background work (health checkers).
     pub fn shutdown(&self) {
         self.balancers.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::schema::EntityKind;
+    use crate::store::Entity;
+    use serde_json::json;
+
+    const CONFIG: &str = r#"
+_format_version: "3.0"
+services:
+  - name: s
+    url: http://127.0.0.1:9
+    routes:
+      - name: r
+        paths: [/r]
+consumers:
+  - username: alice
+"#;
+
+    /// A copy of the first entity of `kind` with `changes` applied, put into `tables`.
+    fn put_like(tables: &mut Tables, kind: EntityKind, changes: serde_json::Value) {
+        let first = tables.table(kind).rows().values().next().unwrap().to_json();
+        let mut v = first;
+        for (k, x) in changes.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        tables.put(Arc::new(Entity::from_json(kind, v).unwrap()));
+    }
+
+    #[tokio::test]
+    async fn consumer_changes_share_the_compiled_parts_and_route_changes_recompile() {
+        let store =
+            SnapshotStore::new(BalancerRegistry::new(), Arc::new(Registry::builtin())).unwrap();
+        let config = crate::declarative::parse(CONFIG).unwrap();
+        store.publish(config, "h1".into()).await.unwrap();
+        let first = store.load();
+
+        // A consumer and a credential: the router and plugin chains are the same objects.
+        let mut tables = first.tables.clone();
+        put_like(
+            &mut tables,
+            EntityKind::Consumers,
+            json!({"id": "00000000-0000-4000-8000-000000000002", "username": "bob"}),
+        );
+        store.publish_tables(tables, "h2".into()).await.unwrap();
+        let second = store.load();
+        assert!(second.revision > first.revision);
+        assert!(Arc::ptr_eq(&first.router, &second.router));
+        assert!(Arc::ptr_eq(&first.plugins, &second.plugins));
+        assert!(Arc::ptr_eq(&first.services, &second.services));
+        assert_eq!(second.hash, "h2");
+        assert_eq!(second.tables.table(EntityKind::Consumers).rows().len(), 2);
+
+        // A route: compiled again, and the new route is routed.
+        let mut tables = second.tables.clone();
+        put_like(
+            &mut tables,
+            EntityKind::Routes,
+            json!({"id": "00000000-0000-4000-8000-000000000003", "name": "r2",
+                   "paths": ["/r2"]}),
+        );
+        store.publish_tables(tables, "h3".into()).await.unwrap();
+        let third = store.load();
+        assert!(!Arc::ptr_eq(&second.router, &third.router));
+        assert_eq!(third.config.routes.len(), 2);
     }
 }

@@ -433,6 +433,22 @@ impl Tables {
         t
     }
 
+    /// Whether the entities a snapshot compiles (services, routes, upstreams, targets, plugins,
+    /// CA certificates) are the very same as in `other` (shared, unmodified tables: O(1)).
+    /// False does not mean they differ, only that they may.
+    pub fn same_core(&self, other: &Tables) -> bool {
+        [
+            EntityKind::Services,
+            EntityKind::Routes,
+            EntityKind::Upstreams,
+            EntityKind::Targets,
+            EntityKind::Plugins,
+            EntityKind::CaCertificates,
+        ]
+        .iter()
+        .all(|k| self.table(*k).rows.ptr_eq(&other.table(*k).rows))
+    }
+
     /// The entities the proxy compiles into a snapshot (services, routes, upstreams, targets,
     /// plugins, CA certificates). Consumers and credentials are not copied: the snapshot reads them
     /// from the tables it keeps, so a reload costs the same with 10 or 100,000 consumers.
