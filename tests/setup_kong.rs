@@ -707,6 +707,16 @@ async fn gwctl_setup(args: &[&str], env: &[(&str, &str)]) -> Output {
     output(o)
 }
 
+/// The stack file's variables and the Admin API's address and token, as the CLI reads them.
+fn cli_env<'a>(jwt_secret: &'a str, admin: &'a str) -> [(&'a str, &'a str); 4] {
+    [
+        ("JWT_SECRET", jwt_secret),
+        ("API_KEY", API_KEY),
+        ("GWCTL_ADMIN_URL", admin),
+        ("GWCTL_ADMIN_TOKEN", ADMIN_TOKEN),
+    ]
+}
+
 /// The admin API of a fresh in-process gateway (memory store), optionally with a token.
 async fn gateway(token: Option<&str>) -> (crate::support::Gateway, AdminApi) {
     let token = token.map(str::to_owned);
@@ -721,12 +731,7 @@ async fn cli_applies_then_has_nothing_to_do() {
     let stack = Stack::new().await;
     let file = stack.file("/api/monitor", "1000");
     let f = file.to_str().unwrap();
-    let envs = [
-        ("JWT_SECRET", JWT_SECRET),
-        ("API_KEY", API_KEY),
-        ("GWCTL_ADMIN_URL", api.base.as_str()),
-        ("GWCTL_ADMIN_TOKEN", ADMIN_TOKEN),
-    ];
+    let envs = cli_env(JWT_SECRET, &api.base);
     let o = gwctl_setup(&["--file", f], &envs).await;
     assert_eq!(o.code, Some(0), "{}", o.all());
     let mut want = stack_creates(&stack.auth, &stack.monitor);
@@ -742,12 +747,7 @@ async fn cli_applies_then_has_nothing_to_do() {
     // has the update to do).
     let edited = stack.file("/api/v2/monitor", "1000");
     let e = edited.to_str().unwrap();
-    let envs2 = [
-        ("JWT_SECRET", JWT_SECRET_2),
-        ("API_KEY", API_KEY),
-        ("GWCTL_ADMIN_URL", api.base.as_str()),
-        ("GWCTL_ADMIN_TOKEN", ADMIN_TOKEN),
-    ];
+    let envs2 = cli_env(JWT_SECRET_2, &api.base);
     let o = gwctl_setup(&["-f", e, "--dry-run"], &envs2).await;
     assert_eq!(o.code, Some(0), "{}", o.all());
     assert_eq!(
@@ -1745,12 +1745,7 @@ async fn cli_on_a_terminal_shows_the_steps_as_a_spinner() {
     let stack = Stack::new().await;
     let file = stack.file("/api/monitor", "1000");
     let f = file.to_str().unwrap();
-    let envs = [
-        ("JWT_SECRET", JWT_SECRET),
-        ("API_KEY", API_KEY),
-        ("GWCTL_ADMIN_URL", api.base.as_str()),
-        ("GWCTL_ADMIN_TOKEN", ADMIN_TOKEN),
-    ];
+    let envs = cli_env(JWT_SECRET, &api.base);
     let o =
         crate::support::tty::run_on_tty(setup_command(&["-f", f], &envs), Duration::from_secs(90))
             .await;

@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gwctl::plugins::grpc_gateway::transcode::{RpcAny, RpcStatus};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Value as PValue};
 use serde_json::{Value, json};
@@ -102,26 +103,6 @@ message WidgetId { int64 id = 1; }
 message Widget { int64 id = 1; string name = 2; }
 message WidgetList { repeated Widget widgets = 1; }
 "#;
-
-/// `google.rpc.Status` (what `grpc-status-details-bin` carries).
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<RpcAny>,
-}
-
-/// `google.protobuf.Any`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcAny {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
-}
 
 /// Which services a server runs, and which reflection versions.
 #[derive(Debug, Clone)]

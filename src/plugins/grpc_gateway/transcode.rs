@@ -389,22 +389,27 @@ pub fn status_body(code: i32, message: &str, details: Option<Vec<Value>>) -> Vec
 
 /// `google.rpc.Status`, the message `grpc-status-details-bin` carries.
 #[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
+pub struct RpcStatus {
+    /// The gRPC status code.
     #[prost(int32, tag = "1")]
-    code: i32,
+    pub code: i32,
+    /// The message.
     #[prost(string, tag = "2")]
-    message: String,
+    pub message: String,
+    /// The details, each a packed message.
     #[prost(message, repeated, tag = "3")]
-    details: Vec<RpcAny>,
+    pub details: Vec<RpcAny>,
 }
 
 /// `google.protobuf.Any`.
 #[derive(Clone, PartialEq, prost::Message)]
-struct RpcAny {
+pub struct RpcAny {
+    /// `type.googleapis.com/<full message name>`.
     #[prost(string, tag = "1")]
-    type_url: String,
+    pub type_url: String,
+    /// The encoded message.
     #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
+    pub value: Vec<u8>,
 }
 
 /// The `details` of a `grpc-status-details-bin` value (base64, padded or not, of a
