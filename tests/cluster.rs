@@ -130,6 +130,84 @@ async fn a_route_created_on_node_a_routes_on_node_b_within_a_second() {
     b.stop().await;
 }
 
+/// Changes carry the entity in the notification when it fits (the other nodes apply it without
+/// reading it back); a bigger one (here a consumer with 9 KB of tags) is read back from the
+/// table. Both arrive on node B, and so do an update and a delete of the big one.
+#[tokio::test]
+async fn small_and_big_entities_propagate() {
+    let Some(url) = fresh_database().await else {
+        eprintln!("skipped: GWCTL_TEST_DATABASE_URL is not set (run tests/run.sh)");
+        return;
+    };
+    migrate(&url).await;
+    let a = node(&url).await;
+    let b = node(&url).await;
+    let c = client();
+    let tags: Vec<String> = (0..100)
+        .map(|i| format!("tag-{i:03}-{}", "x".repeat(80)))
+        .collect();
+    let get_on_b = |name: &str| {
+        let url = format!("{}/consumers/{name}", admin(&b));
+        let c = c.clone();
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let until = async |name: &str, want: &dyn Fn(u16, &Value) -> bool| {
+        let start = Instant::now();
+        loop {
+            let (s, v) = get_on_b(name).await;
+            if want(s, &v) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "{name} on B: {s} {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let (s, small) = post(
+        &c,
+        format!("{}/consumers", admin(&a)),
+        json!({"username": "small", "tags": ["t"]}),
+    )
+    .await;
+    assert_eq!(s, 201, "{small}");
+    let (s, big) = post(
+        &c,
+        format!("{}/consumers", admin(&a)),
+        json!({"username": "big", "tags": tags}),
+    )
+    .await;
+    assert_eq!(s, 201, "{big}");
+    assert!(big.to_string().len() > 8000, "bigger than a NOTIFY payload");
+    let on_b = until("small", &|s, _| s == 200).await;
+    assert_eq!(on_b, small);
+    let on_b = until("big", &|s, _| s == 200).await;
+    assert_eq!(on_b, big);
+    // An update of the big one, then its delete.
+    let r = c
+        .patch(format!("{}/consumers/big", admin(&a)))
+        .json(&json!({"custom_id": "c-42"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    until("big", &|_, v| v["custom_id"] == "c-42").await;
+    let r = c
+        .delete(format!("{}/consumers/big", admin(&a)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    until("big", &|s, _| s == 404).await;
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn a_change_without_notification_arrives_through_the_poll() {
     let Some(url) = fresh_database().await else {

@@ -30,6 +30,9 @@ use crate::model::schema::EntityKind;
 pub const CHANNEL: &str = "gwctl_changes";
 /// How often each node polls the change log as a safety net.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// The largest entity (JSON text, bytes) a change notification carries; larger ones are read
+/// back by the nodes (NOTIFY payloads stop at 8000 bytes, and the envelope needs some).
+const NOTIFY_DATA_MAX: usize = 7000;
 /// Change-log rows older than this are pruned.
 const CHANGE_RETENTION: &str = "1 hour";
 /// How far back (by commit time) the poll looks for change-log ids that committed out of order.
@@ -224,7 +227,16 @@ impl PgStore {
             .as_str()
             .and_then(|s| Uuid::parse_str(s).ok());
         if let (Some(kind), Some(id)) = (kind, id) {
-            self.apply_change(kind, id).await?;
+            let carried = (v["op"] == "upsert")
+                .then(|| v.get("data").filter(|d| d.is_object()))
+                .flatten()
+                .and_then(|d| Entity::from_json(kind, d.clone()).ok())
+                .filter(|e| e.id() == id);
+            match carried {
+                Some(e) => self.with_mirror(|t| t.put(Arc::new(e))),
+                // A delete, or an entity too big for the payload: read the row.
+                None => self.apply_change(kind, id).await?,
+            }
         }
         self.note_applied(change);
         Ok(())
@@ -367,15 +379,17 @@ impl PgStore {
     /// insert/upsert or delete, its change-log row, and the `NOTIFY` (delivered at commit), as
     /// data-modifying CTEs. `Ok(None)`: a delete that found nothing (no change logged).
     async fn write_stmt(&self, op: &WriteOp) -> Result<Option<i64>, sqlx::Error> {
-        // The change-log row and the notification, over the CTE `e` (the written entity's id).
-        let log_and_notify = |first: usize| {
+        // The change-log row and the notification, over the CTE `e` (the written entity's id,
+        // and its data for an upsert). The notification carries the entity when it fits in
+        // NOTIFY's 8000-byte payload, so the other nodes apply it without reading it back.
+        let log_and_notify = |first: usize, data: &str| {
             let (kind, verb, node, channel) = (first, first + 1, first + 2, first + 3);
             format!(
                 ", c AS (INSERT INTO gwctl_changes (kind, entity_id, op, node_id) \
                  SELECT ${kind}::text, e.id, ${verb}::text, ${node}::uuid FROM e RETURNING id, entity_id) \
-                 SELECT c.id FROM c CROSS JOIN LATERAL (SELECT pg_notify(${channel}::text, \
+                 SELECT c.id FROM c CROSS JOIN e CROSS JOIN LATERAL (SELECT pg_notify(${channel}::text, \
                  json_build_object('id', c.id, 'kind', ${kind}::text, 'entity_id', c.entity_id, \
-                 'op', ${verb}::text, 'node', ${node}::uuid)::text)) AS n"
+                 'op', ${verb}::text, 'node', ${node}::uuid, 'data', {data})::text)) AS n"
             )
         };
         let row = match op {
@@ -401,8 +415,13 @@ impl PgStore {
                         sets.join(", ")
                     ));
                 }
-                sql.push_str(" RETURNING id)");
-                sql.push_str(&log_and_notify(names.len() + 1));
+                sql.push_str(" RETURNING id, data)");
+                sql.push_str(&log_and_notify(
+                    names.len() + 1,
+                    &format!(
+                        "CASE WHEN octet_length(e.data::text) <= {NOTIFY_DATA_MAX} THEN e.data END"
+                    ),
+                ));
                 let mut q = sqlx::query_scalar::<_, i64>(&sql)
                     .bind(e.id())
                     .bind(sqlx::types::Json(e.to_json()));
@@ -425,7 +444,7 @@ impl PgStore {
                 let sql = format!(
                     "WITH e AS (DELETE FROM {} WHERE id = $1 RETURNING id){}",
                     table(*kind),
-                    log_and_notify(2)
+                    log_and_notify(2, "NULL::jsonb")
                 );
                 sqlx::query_scalar::<_, i64>(&sql)
                     .bind(id)
