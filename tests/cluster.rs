@@ -16,6 +16,16 @@ use crate::support::gateway::Gateway;
 use crate::support::pg::{PrivateCluster, fresh_database, migrate};
 use crate::support::{Echo, client};
 
+/// A fresh migrated database's URL, or `None` (with a note) when tests/run.sh started none.
+async fn migrated_database() -> Option<String> {
+    let Some(url) = fresh_database().await else {
+        eprintln!("skipped: GWCTL_TEST_DATABASE_URL is not set (run tests/run.sh)");
+        return None;
+    };
+    migrate(&url).await;
+    Some(url)
+}
+
 /// A node on `url` with its admin listener on a free port.
 async fn node(url: &str) -> Gateway {
     let url = url.to_owned();
@@ -71,11 +81,9 @@ async fn until_ok(c: &reqwest::Client, url: &str, limit: Duration) -> Option<Dur
 
 #[tokio::test]
 async fn a_route_created_on_node_a_routes_on_node_b_within_a_second() {
-    let Some(url) = fresh_database().await else {
-        eprintln!("skipped: GWCTL_TEST_DATABASE_URL is not set (run tests/run.sh)");
+    let Some(url) = migrated_database().await else {
         return;
     };
-    migrate(&url).await;
     let a = node(&url).await;
     let b = node(&url).await;
     let echo = Echo::start("cluster").await;
@@ -135,11 +143,9 @@ async fn a_route_created_on_node_a_routes_on_node_b_within_a_second() {
 /// table. Both arrive on node B, and so do an update and a delete of the big one.
 #[tokio::test]
 async fn small_and_big_entities_propagate() {
-    let Some(url) = fresh_database().await else {
-        eprintln!("skipped: GWCTL_TEST_DATABASE_URL is not set (run tests/run.sh)");
+    let Some(url) = migrated_database().await else {
         return;
     };
-    migrate(&url).await;
     let a = node(&url).await;
     let b = node(&url).await;
     let c = client();
@@ -210,11 +216,9 @@ async fn small_and_big_entities_propagate() {
 
 #[tokio::test]
 async fn a_change_without_notification_arrives_through_the_poll() {
-    let Some(url) = fresh_database().await else {
-        eprintln!("skipped: GWCTL_TEST_DATABASE_URL is not set (run tests/run.sh)");
+    let Some(url) = migrated_database().await else {
         return;
     };
-    migrate(&url).await;
     let a = node(&url).await;
     // Write a consumer behind the gateway's back: the row and its change-log entry, no NOTIFY.
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
@@ -261,11 +265,9 @@ async fn a_change_without_notification_arrives_through_the_poll() {
 /// still arrive through the poll's look-back.
 #[tokio::test]
 async fn a_change_committed_out_of_order_arrives_through_the_poll() {
-    let Some(url) = fresh_database().await else {
-        eprintln!("skipped: GWCTL_TEST_DATABASE_URL is not set (run tests/run.sh)");
+    let Some(url) = migrated_database().await else {
         return;
     };
-    migrate(&url).await;
     let a = node(&url).await;
     let c = client();
     // The slow write: its row and change-log entry in a transaction left open (id N, no NOTIFY).
