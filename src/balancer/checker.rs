@@ -25,6 +25,7 @@ use tracing::warn;
 use super::Core;
 use super::health::{AddrState, Event, Thresholds};
 use crate::model::ActiveHealthcheck;
+use crate::plugins::grpc_gateway::transcode::{frame, unframe};
 
 /// Start the checker task for an upstream.
 pub(crate) fn spawn(core: Weak<Core>, cfg: ActiveHealthcheck) -> AbortHandle {
@@ -257,8 +258,8 @@ where
         .header(http::header::CONTENT_TYPE, "application/grpc")
         .header(http::header::TE, "trailers")
         .header(http::header::USER_AGENT, "gwctl-healthcheck")
-        // One gRPC message frame: uncompressed, length 0 (an empty HealthCheckRequest).
-        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        // An empty HealthCheckRequest, framed.
+        .body(Full::new(frame(&[])))
     else {
         return Some(Event::TcpFailure);
     };
@@ -288,53 +289,26 @@ where
     }
 }
 
-/// `HealthCheckResponse.ServingStatus.SERVING`.
-const SERVING: u64 = 1;
-
-/// The `status` (field 1, an enum) of the one uncompressed `HealthCheckResponse` message in a
-/// gRPC response body; 0 (UNKNOWN) when the field is absent, `None` when the body is not one
-/// such message.
-fn health_status(body: &[u8]) -> Option<u64> {
-    let (&[flag, l0, l1, l2, l3], msg) = body.split_first_chunk::<5>()?;
-    let len = usize::try_from(u32::from_be_bytes([l0, l1, l2, l3])).ok()?;
-    if flag != 0 || msg.len() != len {
-        return None;
-    }
-    let mut rest = msg;
-    let mut status = 0;
-    while !rest.is_empty() {
-        let (key, r) = varint(rest)?;
-        rest = r;
-        match (key >> 3, key & 7) {
-            (1, 0) => {
-                let (v, r) = varint(rest)?;
-                status = v;
-                rest = r;
-            }
-            // Other fields (none today): skip by wire type.
-            (_, 0) => rest = varint(rest)?.1,
-            (_, 1) => rest = rest.get(8..)?,
-            (_, 2) => {
-                let (n, r) = varint(rest)?;
-                rest = r.get(usize::try_from(n).ok()?..)?;
-            }
-            (_, 5) => rest = rest.get(4..)?,
-            _ => return None,
-        }
-    }
-    Some(status)
+/// `grpc.health.v1.HealthCheckResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    /// `ServingStatus`: 0 UNKNOWN, 1 SERVING, 2 NOT_SERVING, 3 SERVICE_UNKNOWN.
+    #[prost(int32, tag = "1")]
+    status: i32,
 }
 
-/// A protobuf base-128 varint and what follows it.
-fn varint(b: &[u8]) -> Option<(u64, &[u8])> {
-    let mut v: u64 = 0;
-    for (i, byte) in b.iter().enumerate().take(10) {
-        v |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((v, &b[i + 1..]));
-        }
-    }
-    None
+/// `HealthCheckResponse.ServingStatus.SERVING`.
+const SERVING: i32 = 1;
+
+/// The `status` of the one uncompressed `HealthCheckResponse` message in a gRPC response
+/// body; `None` when the body is not exactly one such message.
+fn health_status(body: &[u8]) -> Option<i32> {
+    let [msg] = unframe(body).ok()?[..] else {
+        return None;
+    };
+    <HealthCheckResponse as prost::Message>::decode(msg)
+        .ok()
+        .map(|r| r.status)
 }
 
 struct AbortOnDrop(AbortHandle);
