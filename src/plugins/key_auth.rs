@@ -137,23 +137,18 @@ pub enum Lookup<'a> {
 }
 
 /// The credential with `key` that is still live at `now` (Unix seconds), and its consumer: one
-/// probe of the unique `key` index and one of the consumers table.
+/// probe of the tables' credential index ([`Tables::credential`]).
 pub fn lookup<'a>(tables: &'a Tables, key: &str, now: i64) -> Lookup<'a> {
-    let Some(id) = tables.by_field(EntityKind::KeyauthCredentials, "key", key) else {
+    let Some(entry) = tables.credential(EntityKind::KeyauthCredentials, key) else {
         return Lookup::Unknown;
     };
-    let Some(Validated::KeyauthCredential(credential)) =
-        tables.get(EntityKind::KeyauthCredentials, id).map(|e| &**e)
-    else {
+    let Validated::KeyauthCredential(credential) = &**entry.credential() else {
         return Lookup::Unknown;
     };
     if expired(credential, now) {
         return Lookup::Unknown;
     }
-    match tables
-        .get(EntityKind::Consumers, credential.consumer.id)
-        .map(|e| &**e)
-    {
+    match entry.consumer().map(|e| &**e) {
         Some(Validated::Consumer(consumer)) => Lookup::Found {
             credential,
             consumer,

@@ -8,6 +8,7 @@
 //! successful write bumps the store's revision; [`Store::subscribe`] lets the snapshot publisher
 //! recompile off the hot path.
 
+pub mod credentials;
 pub mod entity;
 pub mod memory;
 pub mod postgres;

@@ -11,6 +11,7 @@ use imbl::{HashMap as PHashMap, OrdMap, OrdSet};
 use uuid::Uuid;
 
 use super::StoreError;
+use super::credentials::{CredentialEntry, CredentialIndex, credential_key};
 use super::entity::{Entity, OnDelete, foreign_defs, kind_index, unique_defs};
 use crate::model::Config;
 use crate::model::schema::{EntityKind, Validated};
@@ -173,6 +174,9 @@ pub struct Tables {
     tables: Vec<Table>,
     /// Plugin name -> number of instances (for `GET /`'s `enabled_in_cluster`).
     plugin_names: PHashMap<String, usize>,
+    /// The request path's lookups: key-auth key and JWT secret key -> credential and consumer.
+    keyauth: CredentialIndex,
+    jwt: CredentialIndex,
 }
 
 impl Default for Tables {
@@ -180,6 +184,8 @@ impl Default for Tables {
         Self {
             tables: EntityKind::ALL.iter().map(|k| Table::new(*k)).collect(),
             plugin_names: PHashMap::new(),
+            keyauth: CredentialIndex::default(),
+            jwt: CredentialIndex::default(),
         }
     }
 }
@@ -217,6 +223,44 @@ impl Tables {
     pub fn by_field(&self, kind: EntityKind, field: &str, value: &str) -> Option<Uuid> {
         let index = unique_defs(kind).iter().position(|d| d.fields == [field])?;
         self.by_unique(kind, index, value)
+    }
+
+    /// The key-auth credential (`kind` KeyauthCredentials) or JWT secret (JwtSecrets) whose `key`
+    /// is `key`, with its consumer: one hash probe, for the request path.
+    pub fn credential(&self, kind: EntityKind, key: &str) -> Option<&CredentialEntry> {
+        match kind {
+            EntityKind::KeyauthCredentials => self.keyauth.get(key),
+            EntityKind::JwtSecrets => self.jwt.get(key),
+            _ => None,
+        }
+    }
+
+    fn credential_index(&mut self, kind: EntityKind) -> Option<&mut CredentialIndex> {
+        match kind {
+            EntityKind::KeyauthCredentials => Some(&mut self.keyauth),
+            EntityKind::JwtSecrets => Some(&mut self.jwt),
+            _ => None,
+        }
+    }
+
+    /// Re-point the credential index entries of consumer `id`'s credentials at `consumer`.
+    fn refresh_credentials(&mut self, id: Uuid, consumer: Option<&Arc<Entity>>) {
+        for kind in [EntityKind::KeyauthCredentials, EntityKind::JwtSecrets] {
+            let credentials: Vec<Arc<Entity>> = self
+                .children(kind, "consumer", id)
+                .map(|s| {
+                    s.iter_after(None)
+                        .filter_map(|c| self.get(kind, c).cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let Some(index) = self.credential_index(kind) else {
+                continue;
+            };
+            for c in credentials {
+                index.insert(c, consumer.cloned());
+            }
+        }
     }
 
     /// Ids of the children of `parent` through foreign key `field` of `kind`, in id order.
@@ -277,13 +321,24 @@ impl Tables {
             self.unindex(&old);
         }
         self.index(&e);
+        if kind == EntityKind::Consumers {
+            self.refresh_credentials(id, Some(&e));
+        }
         self.tables[kind_index(kind)].rows.insert(id, e);
     }
 
-    fn index(&mut self, e: &Entity) {
+    fn index(&mut self, e: &Arc<Entity>) {
         let kind = e.kind();
         let id = e.id();
-        if let Validated::Plugin(p) = e {
+        if credential_key(e).is_some() {
+            let consumer = e
+                .foreign("consumer")
+                .and_then(|c| self.get(EntityKind::Consumers, c).cloned());
+            if let Some(index) = self.credential_index(kind) {
+                index.insert(e.clone(), consumer);
+            }
+        }
+        if let Validated::Plugin(p) = &**e {
             *self.plugin_names.entry(p.name.clone()).or_insert(0) += 1;
         }
         let t = &mut self.tables[kind_index(kind)];
@@ -302,6 +357,11 @@ impl Tables {
     fn unindex(&mut self, e: &Entity) {
         let kind = e.kind();
         let id = e.id();
+        if let Some(key) = credential_key(e)
+            && let Some(index) = self.credential_index(kind)
+        {
+            index.remove(key, e);
+        }
         if let Validated::Plugin(p) = e
             && let Some(n) = self.plugin_names.get_mut(&p.name)
         {
@@ -369,6 +429,9 @@ impl Tables {
             return;
         };
         self.unindex(&old);
+        if kind == EntityKind::Consumers {
+            self.refresh_credentials(id, None);
+        }
         removed.push((kind, id));
         for child in EntityKind::ALL {
             for def in foreign_defs(child) {
@@ -430,6 +493,8 @@ impl Tables {
         for e in all {
             t.put(Arc::new(e));
         }
+        t.keyauth.fold();
+        t.jwt.fold();
         t
     }
 
@@ -597,5 +662,58 @@ mod tests {
                 .by_field(EntityKind::Consumers, "username", "ann")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn credential_lookups_follow_consumer_and_credential_writes() {
+        let username = |t: &Tables, kind, key| {
+            t.credential(kind, key)
+                .and_then(|c| c.consumer().cloned())
+                .and_then(|c| match &*c {
+                    Validated::Consumer(c) => c.username.clone(),
+                    _ => None,
+                })
+        };
+        let mut t = Tables::default();
+        let bob = e(EntityKind::Consumers, json!({"username": "bob"}));
+        t.put(bob.clone());
+        let cref = json!({"id": bob.id()});
+        let cred = e(
+            EntityKind::KeyauthCredentials,
+            json!({"consumer": cref, "key": "k1"}),
+        );
+        t.put(cred.clone());
+        let secret = e(
+            EntityKind::JwtSecrets,
+            json!({"consumer": cref, "key": "iss"}),
+        );
+        t.put(secret.clone());
+        let ka = EntityKind::KeyauthCredentials;
+        assert_eq!(username(&t, ka, "k1").as_deref(), Some("bob"));
+        assert_eq!(
+            username(&t, EntityKind::JwtSecrets, "iss").as_deref(),
+            Some("bob")
+        );
+
+        // Renaming the consumer reaches its credentials' entries; an older clone keeps the old.
+        let before = t.clone();
+        let renamed = json!({"id": bob.id(), "username": "robert"});
+        t.put(e(EntityKind::Consumers, renamed));
+        assert_eq!(username(&t, ka, "k1").as_deref(), Some("robert"));
+        assert_eq!(username(&before, ka, "k1").as_deref(), Some("bob"));
+
+        // A new key replaces the old one.
+        t.put(e(
+            ka,
+            json!({"id": cred.id(), "consumer": cref, "key": "k2"}),
+        ));
+        assert!(t.credential(ka, "k1").is_none());
+        assert_eq!(username(&t, ka, "k2").as_deref(), Some("robert"));
+
+        // Deleting the consumer cascades to both credentials and their entries.
+        t.delete(EntityKind::Consumers, bob.id(), true).unwrap();
+        assert!(t.credential(ka, "k2").is_none());
+        assert!(t.credential(EntityKind::JwtSecrets, "iss").is_none());
+        assert!(before.credential(ka, "k1").is_some());
     }
 }

@@ -205,6 +205,8 @@ pub struct Verified {
     pub credential: Arc<Entity>,
     /// The claims.
     pub claims: Map<String, Value>,
+    /// The credential's consumer.
+    pub consumer: Arc<Entity>,
 }
 
 impl Verified {
@@ -390,20 +392,17 @@ impl Jwt {
             Some(Value::Number(n)) => Some(n.to_string()),
             Some(_) => None,
         };
-        let lookup = |key: &str| {
-            tables
-                .by_field(EntityKind::JwtSecrets, "key", key)
-                .and_then(|id| tables.get(EntityKind::JwtSecrets, id))
-        };
+        let lookup = |key: &str| tables.credential(EntityKind::JwtSecrets, key);
         let kid = jwt.header.get("kid").and_then(Value::as_str);
         let entity = key_value.as_deref().and_then(|k| {
             kid.filter(|kid| !kid.is_empty())
                 .and_then(|kid| lookup(&format!("{k}#{kid}")))
                 .or_else(|| lookup(k))
         });
-        let (Some(entity), Some(key_value)) = (entity, key_value) else {
+        let (Some(entry), Some(key_value)) = (entity, key_value) else {
             return Err(fail(format!("No credentials found for given '{name}'")));
         };
+        let entity = entry.credential();
         let Validated::JwtSecret(secret) = &**entity else {
             return Err(fail(format!("No credentials found for given '{name}'")));
         };
@@ -429,15 +428,19 @@ impl Jwt {
             m.insert("exp".into(), "exceeds maximum allowed expiration".into());
             return Err(Failure::Claims(m));
         }
-        if auth::consumer_by_id(tables, secret.consumer.id).is_none() {
+        let Some(consumer) = entry
+            .consumer()
+            .filter(|c| matches!(&***c, Validated::Consumer(_)))
+        else {
             return Err(Failure::Message(
                 format!("Could not find consumer for '{name}={key_value}'"),
                 Challenge::None,
             ));
-        }
+        };
         Ok(Verified {
             credential: entity.clone(),
             claims: jwt.claims,
+            consumer: consumer.clone(),
         })
     }
 
@@ -476,12 +479,13 @@ impl Jwt {
                 Challenge::InvalidToken,
             ));
         };
-        let Some(consumer) = auth::consumer_by_id(&snapshot.tables, secret.consumer.id) else {
+        let Validated::Consumer(consumer) = &*verified.consumer else {
             return Err(Failure::Message(
                 format!("Could not find consumer for '{}'", self.conf.key_claim_name),
                 Challenge::None,
             ));
         };
+        let consumer = consumer.clone();
         let credential = Credential {
             id: secret.id,
             identifier: secret.key.clone(),
