@@ -107,24 +107,17 @@ impl ChildSet {
     }
 }
 
-/// A unique-index key: the value's hash, then the value (equal hashes fall back to the text,
-/// so collisions only cost a string comparison).
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct IndexKey {
-    hash: u64,
-    value: Box<str>,
+/// The hash a unique index files `value` under (SipHash with fixed keys: stable in a process).
+fn value_hash(value: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
 }
 
-impl IndexKey {
-    fn new(value: &str) -> Self {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        value.hash(&mut h);
-        Self {
-            hash: h.finish(),
-            value: value.into(),
-        }
-    }
+/// The bounds of the entries filed under `hash`.
+fn hash_range(hash: u64) -> std::ops::RangeInclusive<(u64, Uuid)> {
+    (hash, Uuid::nil())..=(hash, Uuid::max())
 }
 
 /// One entity kind's rows and indexes.
@@ -132,13 +125,14 @@ impl IndexKey {
 pub struct Table {
     /// Rows ordered by id (Kong's page order).
     rows: OrdMap<Uuid, Arc<Entity>>,
-    /// One index per [`unique_defs`] entry: key value -> id.
+    /// One index per [`unique_defs`] entry: (hash of the key value, id). A lookup reads the rows
+    /// filed under the hash and keeps the one whose value matches (collisions cost a comparison).
     ///
     /// B-trees, not HAMTs: a persistent hash map with 100,000 keys spreads them ~3 to a leaf of
-    /// 32 fixed slots (~50 MB per index); a B-tree's nodes stay half full (~8 MB). Keys lead with
-    /// the value's hash ([`IndexKey`]) so a lookup compares integers stored in the nodes and
-    /// reads a key's text only on a hash match (credential lookups are on the request path).
-    unique: Vec<OrdMap<IndexKey, Uuid>>,
+    /// 32 fixed slots (~50 MB per index); a B-tree's nodes stay half full. Entries hold no
+    /// pointers, so the copy a write makes of a node is a plain copy: no string is cloned or
+    /// freed per entry (with the text in the entries, that was a third of an admin write).
+    unique: Vec<OrdSet<(u64, Uuid)>>,
     /// One index per [`foreign_defs`] entry: parent id -> child ids.
     children: Vec<OrdMap<Uuid, ChildSet>>,
 }
@@ -147,7 +141,7 @@ impl Table {
     fn new(kind: EntityKind) -> Self {
         Self {
             rows: OrdMap::new(),
-            unique: vec![OrdMap::new(); unique_defs(kind).len()],
+            unique: vec![OrdSet::new(); unique_defs(kind).len()],
             children: vec![OrdMap::new(); foreign_defs(kind).len()],
         }
     }
@@ -213,10 +207,15 @@ impl Tables {
 
     /// The id of the entity whose unique key `def_index` (of [`unique_defs`]) has `value`.
     pub fn by_unique(&self, kind: EntityKind, def_index: usize, value: &str) -> Option<Uuid> {
-        self.table(kind)
-            .unique
-            .get(def_index)
-            .and_then(|m| m.get(&IndexKey::new(value)).copied())
+        let t = self.table(kind);
+        let def = unique_defs(kind).get(def_index)?;
+        t.unique
+            .get(def_index)?
+            .range(hash_range(value_hash(value)))
+            .find_map(|&(_, id)| {
+                let row = t.rows.get(&id)?;
+                (row.unique_value(def).as_deref() == Some(value)).then_some(id)
+            })
     }
 
     /// The id of the entity whose single-field unique key `field` equals `value`.
@@ -341,12 +340,16 @@ impl Tables {
         if let Validated::Plugin(p) = &**e {
             *self.plugin_names.entry(p.name.clone()).or_insert(0) += 1;
         }
-        let t = &mut self.tables[kind_index(kind)];
         for (i, def) in unique_defs(kind).iter().enumerate() {
             if let Some(v) = e.unique_value(def) {
-                t.unique[i].insert(IndexKey::new(&v), id);
+                // A row still holding the value (a stale mirror) loses it to `e`.
+                if let Some(owner) = self.by_unique(kind, i, &v).filter(|o| *o != id) {
+                    self.tables[kind_index(kind)].unique[i].remove(&(value_hash(&v), owner));
+                }
+                self.tables[kind_index(kind)].unique[i].insert((value_hash(&v), id));
             }
         }
+        let t = &mut self.tables[kind_index(kind)];
         for (i, def) in foreign_defs(kind).iter().enumerate() {
             if let Some(parent) = e.foreign(def.field) {
                 t.children[i].entry(parent).or_default().insert(id);
@@ -373,10 +376,7 @@ impl Tables {
         let t = &mut self.tables[kind_index(kind)];
         for (i, def) in unique_defs(kind).iter().enumerate() {
             if let Some(v) = e.unique_value(def) {
-                let k = IndexKey::new(&v);
-                if t.unique[i].get(&k) == Some(&id) {
-                    t.unique[i].remove(&k);
-                }
+                t.unique[i].remove(&(value_hash(&v), id));
             }
         }
         for (i, def) in foreign_defs(kind).iter().enumerate() {

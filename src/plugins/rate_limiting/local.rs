@@ -180,13 +180,18 @@ mod tests {
         }
         assert!(c.len() <= SHARDS * 16);
         let c = LocalCounters::default();
-        c.hit("a", &l, t);
-        c.hit("b", &l, t + 1500);
-        assert_eq!(c.len(), 2, "sweeps at most once a second per shard");
-        // Hit keys until every shard saw a hit after the windows of "a" and "b" ended: then
-        // both were swept and only the new keys remain. (Shards are chosen by a randomly
-        // seeded hash, so cover them by construction, not by hoping.)
+        // Shards are chosen by a randomly seeded hash: pick "b" on another shard than "a" by
+        // construction, so a hit on b's shard provably leaves a's shard alone.
         let shard = |k: &str| c.hasher.hash_one(k) % SHARDS as u64;
+        let b = (0..)
+            .map(|n| format!("b{n}"))
+            .find(|k| shard(k) != shard("a"))
+            .unwrap();
+        c.hit("a", &l, t);
+        c.hit(&b, &l, t + 1500);
+        assert_eq!(c.len(), 2, "a hit sweeps only its own shard");
+        // Hit keys until every shard saw a hit after the windows of "a" and "b" ended: then
+        // both were swept and only the new keys remain.
         let mut hit = std::collections::HashSet::new();
         let mut n = 0;
         while hit.len() < SHARDS {
