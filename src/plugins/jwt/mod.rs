@@ -394,12 +394,12 @@ impl Jwt {
         };
         let lookup = |key: &str| tables.credential(EntityKind::JwtSecrets, key);
         let kid = jwt.header.get("kid").and_then(Value::as_str);
-        let entity = key_value.as_deref().and_then(|k| {
+        let entry = key_value.as_deref().and_then(|k| {
             kid.filter(|kid| !kid.is_empty())
                 .and_then(|kid| lookup(&format!("{k}#{kid}")))
                 .or_else(|| lookup(k))
         });
-        let (Some(entry), Some(key_value)) = (entity, key_value) else {
+        let (Some(entry), Some(key_value)) = (entry, key_value) else {
             return Err(fail(format!("No credentials found for given '{name}'")));
         };
         let entity = entry.credential();
