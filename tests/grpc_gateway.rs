@@ -76,6 +76,18 @@ async fn discovered(api: &AdminApi) -> std::collections::BTreeMap<String, Value>
 const ALLOW_USERS_WIDGETS: &str =
     r#"["gwtest.v1.UserService/*", "gwtest.v1.Widgets/*", "gwtest.v1.Extra/*"]"#;
 
+/// Tag a discovered route `grpc-override`, so a refresh keeps it as the user left it.
+async fn mark_override(api: &AdminApi, route: &Value) {
+    let mut tags = route["tags"].as_array().unwrap().clone();
+    tags.push(json!("grpc-override"));
+    api.patch(
+        &format!("/routes/{}", route["id"].as_str().unwrap()),
+        &json!({"tags": tags}),
+    )
+    .await
+    .expect(200);
+}
+
 fn allow_users_widgets() -> Value {
     serde_json::from_str(ALLOW_USERS_WIDGETS).unwrap()
 }
@@ -220,14 +232,7 @@ async fn case_routes_of_a_plugin_that_stops_discovering_are_removed(api: &AdminA
     assert!(widget_routes > 0, "{:?}", routes.keys());
     // The user keeps one of the users routes.
     let kept = routes["users-grpc.gwtest.v1.UserService.GetUser"].clone();
-    let mut tags = kept["tags"].as_array().unwrap().clone();
-    tags.push(json!("grpc-override"));
-    api.patch(
-        &format!("/routes/{}", kept["id"].as_str().unwrap()),
-        &json!({"tags": tags}),
-    )
-    .await
-    .expect(200);
+    mark_override(api, &kept).await;
 
     // Disabled: the plugin no longer discovers, its routes go (not at once).
     api.patch(&format!("/plugins/{users}"), &json!({"enabled": false}))
@@ -295,14 +300,7 @@ async fn case_refresh_follows_the_server_and_keeps_overrides(api: &AdminApi) {
         .await
         .expect(200);
     assert_eq!(edited["paths"], json!(["~/gadgets/(?<id>[^/]+)$"]));
-    let mut marked_tags = list_widgets["tags"].as_array().unwrap().clone();
-    marked_tags.push(json!("grpc-override"));
-    api.patch(
-        &format!("/routes/{}", list_widgets["id"].as_str().unwrap()),
-        &json!({"tags": marked_tags}),
-    )
-    .await
-    .expect(200);
+    mark_override(api, &list_widgets).await;
     api.delete(&format!("/routes/{}", list_users["id"].as_str().unwrap()))
         .await
         .expect(204);
