@@ -127,7 +127,61 @@ pub struct Ctx {
     pub timeline: Option<Box<Timeline>>,
 }
 
+/// Where a request's [`Ctx`] comes from: the routed request and its connection.
+pub struct Routed {
+    /// The configuration serving the request.
+    pub snapshot: Arc<Snapshot>,
+    /// The matched route.
+    pub route: Arc<Route>,
+    /// The route's service.
+    pub service: Arc<ServiceRuntime>,
+    /// The client connection.
+    pub conn: ConnInfo,
+    /// The client's address.
+    pub client_ip: IpAddr,
+    /// Kong's request id.
+    pub request_id: Arc<str>,
+    /// Whether the request is gRPC.
+    pub grpc: bool,
+    /// When the gateway received the request.
+    pub started: Instant,
+    /// The normalized request path.
+    pub path: String,
+    /// Regex captures of the matched route path.
+    pub captures: UriCaptures,
+}
+
 impl Ctx {
+    /// The context of a routed request before its access phase. The headers are taken out of
+    /// `parts` (the chain's changes are copied back before the request goes upstream); no
+    /// consumer, plugin data or timeline yet.
+    pub fn new(r: Routed, parts: &mut http::request::Parts, body: RequestBody) -> Self {
+        Self {
+            snapshot: r.snapshot,
+            route: r.route,
+            service: r.service,
+            conn: r.conn,
+            client_ip: r.client_ip,
+            request_id: r.request_id,
+            grpc: r.grpc,
+            started: r.started,
+            method: parts.method.clone(),
+            version: parts.version,
+            path: r.path,
+            query: parts.uri.query().map(str::to_owned),
+            headers: std::mem::take(&mut parts.headers),
+            captures: r.captures,
+            body,
+            upstream_path: None,
+            upstream_host: None,
+            body_head: None,
+            auth: None,
+            source: Source::Pending,
+            data: http::Extensions::new(),
+            timeline: None,
+        }
+    }
+
     /// The authenticated consumer, if any.
     pub fn consumer(&self) -> Option<&Consumer> {
         self.auth.as_ref().map(|a| &a.consumer)

@@ -52,7 +52,9 @@ use crate::store::Tables;
 
 pub use self::body::BodyFilter;
 pub use self::chain::{Chain, CompiledPlugins};
-pub use self::ctx::{Authenticated, BodyError, Credential, Ctx, LogInfo, RequestBody, Source};
+pub use self::ctx::{
+    Authenticated, BodyError, Credential, Ctx, LogInfo, RequestBody, Routed, Source,
+};
 
 /// What an `access` handler decided.
 pub enum Flow {

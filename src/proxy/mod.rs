@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::balancer::{HashSource, Outcome, Peer};
 use crate::model::{HashOn, Protocol, Route};
-use crate::plugins::{Ctx, LogInfo, RequestBody, Source};
+use crate::plugins::{Ctx, LogInfo, RequestBody, Routed, Source};
 use crate::router::{RequestInfo, UriCaptures, normalize_path, upstream_path};
 use crate::snapshot::{ServiceRuntime, SnapshotStore};
 use crate::telemetry::access_log::{self, AccessLog};
@@ -330,7 +330,7 @@ impl Proxy {
         };
 
         // The plugin chain: access, then the upstream, then the response phases.
-        let mut ctx = Box::new(Ctx {
+        let routed_req = Routed {
             snapshot: Arc::clone(&snapshot),
             route: Arc::clone(&req.route),
             service: Arc::clone(&req.service),
@@ -339,23 +339,13 @@ impl Proxy {
             request_id: Arc::from(request_id_text),
             grpc,
             started: start,
-            method: parts.method.clone(),
-            version: parts.version,
             path: req.path.to_string(),
-            query: parts.uri.query().map(str::to_owned),
-            headers: std::mem::take(&mut parts.headers),
             captures: req.captures.clone(),
-            body,
-            upstream_path: None,
-            upstream_host: None,
-            body_head: None,
-            auth: None,
-            source: Source::Pending,
-            data: http::Extensions::new(),
-            timeline: chain
-                .traced()
-                .then(|| Box::new(Timeline::new(start, routed))),
-        });
+        };
+        let mut ctx = Box::new(Ctx::new(routed_req, &mut parts, body));
+        ctx.timeline = chain
+            .traced()
+            .then(|| Box::new(Timeline::new(start, routed)));
         let mut info = LogInfo {
             status: 0,
             source: Source::Pending,

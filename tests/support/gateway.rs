@@ -216,14 +216,18 @@ impl BinGateway {
 
     /// Resident set size in KiB (from /proc).
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .expect("read /proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+        self.proc_kib("status", "VmRSS:")
+    }
+
+    /// A `<field> <n> kB` line of `/proc/<pid>/<file>` (`status`, `smaps_rollup`), in KiB.
+    pub fn proc_kib(&self, file: &str, field: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/{file}", self.pid))
+            .unwrap_or_else(|e| panic!("read /proc/{}/{file}: {e}", self.pid));
+        text.lines()
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .expect("VmRSS")
+            .unwrap_or_else(|| panic!("no {field} in /proc/{}/{file}", self.pid))
     }
 
     /// Send SIGTERM.
