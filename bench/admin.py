@@ -7,6 +7,9 @@
       snapshot recompile time (from the gateway's `configuration published` log line).
   (c) propagation: an admin write on node A until traffic routes on node B, 100 changes, p50/p99.
   (d) proxy p99 (wrk) quiet vs during a stream of admin writes.
+  (e) what one admin write costs on Postgres: CPU time of the database's processes and of both
+      nodes per write, over sequential consumer upserts on one keep-alive connection (on a
+      machine the proxy shares with the database, this is the CPU (d)'s proxy loses).
 
 Usage: python3 bench/admin.py [--gwctl target/release/gwctl] [--consumers 100000] [--connections 16]
        [--jwt] [--skip-postgres]
@@ -236,6 +239,47 @@ def wrk_p99(url, seconds):
     return val, float(rps.group(1))
 
 
+def cpu_ticks(pids):
+    """utime + stime of the processes (clock ticks), skipping any that ended."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def postgres_pids():
+    out = subprocess.run(["pgrep", "-u", "postgres"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def write_cost(a, b, n):
+    """(e): per sequential consumer upsert on node A, wall time and CPU of Postgres and the nodes."""
+    conn = http.client.HTTPConnection("127.0.0.1", a.admin, timeout=10)
+    for i in range(100):  # warm: pool connections made, statements prepared
+        request(a.admin, "PUT", f"/consumers/cost-{i}", {"custom_id": f"cost-warm-{i}"}, conn=conn)
+    time.sleep(0.5)
+    pg_before = postgres_pids()
+    before = (cpu_ticks(pg_before), cpu_ticks([a.proc.pid]), cpu_ticks([b.proc.pid]))
+    t0 = time.perf_counter()
+    for i in range(n):
+        status, body = request(a.admin, "PUT", f"/consumers/cost-{i % 100}",
+                               {"custom_id": f"cost-{i}"}, conn=conn)
+        assert status in (200, 201), body
+    elapsed = time.perf_counter() - t0
+    time.sleep(0.3)  # node B applies the last notifications
+    pg_after = pg_before + [p for p in postgres_pids() if p not in pg_before]
+    after = (cpu_ticks(pg_after), cpu_ticks([a.proc.pid]), cpu_ticks([b.proc.pid]))
+    us = [(x - y) * 1e6 / os.sysconf("SC_CLK_TCK") / n for x, y in zip(after, before)]
+    return {"writes": n, "per_write_ms": round(elapsed / n * 1000, 3),
+            "cpu_us_postgres": round(us[0]), "cpu_us_node_a": round(us[1]),
+            "cpu_us_node_b": round(us[2])}
+
+
 def proxy_under_writes(gw, upstream_port, seconds, rate, rounds=3):
     """Proxy p99 quiet, then during a stream of admin writes: `rate` writes/s (0: as fast as one
     keep-alive client can go). Every tenth write upserts a route, so the router is recompiled
@@ -334,6 +378,8 @@ def main():
                                           "consumers": count(b.admin, "/consumers"),
                                           "publish_ms": b.last_publish_ms()}
             log(f"node B after the load: {results['postgres_node_b']}")
+            results["postgres_write_cost"] = write_cost(a, b, 3000)
+            log(f"one admin write on Postgres: {results['postgres_write_cost']}")
             proxy_phase(a, upstream.status, args, results, "postgres")
             t0 = time.time()
             c = Gateway(args.gwctl, "node-c", ["--database-url", pg.url()])

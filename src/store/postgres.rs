@@ -11,14 +11,14 @@
 //!   notifications missed; a lost connection is followed by a full resync once it is back.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::{Connection, Row};
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
@@ -46,6 +46,9 @@ pub struct PgStore {
     revision: watch::Sender<u64>,
     health: broadcast::Sender<HealthOverride>,
     reachable: AtomicBool,
+    /// When this node last saw the database fail ([`since_epoch`]; 0: never). Pooled
+    /// connections made before that are checked before use (see [`pool_options`]).
+    broken_at: Arc<AtomicU64>,
     /// Highest change-log id applied.
     applied: AtomicI64,
     /// Change-log ids applied (or loaded) within the poll's look-back window. Ids are taken
@@ -97,12 +100,49 @@ fn table(kind: EntityKind) -> &'static str {
     kind.name()
 }
 
+/// A pooled connection idle this long is pinged before use: it may have been closed meanwhile.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// The process's reference point for [`since_epoch`].
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// `t` as nanoseconds after [`epoch`], plus one (0 stays free for "never").
+fn since_epoch(t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX - 1) + 1
+}
+
+/// The admin writes' connection pool. By default sqlx pings every connection before handing
+/// it out, one more round trip (and database wake-up) per admin write; it pings again when the
+/// connection goes back, which no option turns off. Here only the connections that may be dead
+/// are pinged before use (a failed ping replaces them): those idle for [`PING_AFTER_IDLE`] or
+/// more, and those older than the last failure this node saw (`broken_at`: a database restart
+/// kills every connection, and the node notices at once through its listener).
+fn pool_options(broken_at: Arc<AtomicU64>) -> PgPoolOptions {
+    epoch();
+    PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(1))
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            let broken_at = broken_at.load(Ordering::Relaxed);
+            Box::pin(async move {
+                let created = Instant::now().checked_sub(meta.age).map_or(0, since_epoch);
+                if meta.idle_for >= PING_AFTER_IDLE || created <= broken_at {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 impl PgStore {
     /// Connect, load everything, and start following changes.
     pub async fn connect(url: &str, node_id: Uuid) -> Result<Arc<Self>, ConnectError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(1))
+        let broken_at = Arc::new(AtomicU64::new(0));
+        let pool = pool_options(Arc::clone(&broken_at))
             .connect(url)
             .await
             .map_err(ConnectError::Connect)?;
@@ -129,12 +169,20 @@ impl PgStore {
             revision: watch::Sender::new(0),
             health: broadcast::Sender::new(256),
             reachable: AtomicBool::new(true),
+            broken_at,
             applied: AtomicI64::new(applied),
             recent: Mutex::new(recent),
             leases: tokio::sync::Mutex::new(HashMap::new()),
         });
         tokio::spawn(follow(Arc::downgrade(&store)));
         Ok(store)
+    }
+
+    /// The database failed: report it unreachable, and have pooled connections checked.
+    fn mark_unreachable(&self) {
+        self.reachable.store(false, Ordering::Relaxed);
+        self.broken_at
+            .fetch_max(since_epoch(Instant::now()), Ordering::Relaxed);
     }
 
     /// This node's id (written into the change log).
@@ -321,7 +369,7 @@ impl PgStore {
 
     fn map_write_error(&self, e: sqlx::Error, op: &WriteOp) -> StoreError {
         let Some(db) = e.as_database_error() else {
-            self.reachable.store(false, Ordering::Relaxed);
+            self.mark_unreachable();
             return unavailable(&e);
         };
         let constraint = db.constraint().unwrap_or_default().to_owned();
@@ -505,7 +553,7 @@ async fn follow(store: Weak<PgStore>) {
             Ok(l) => l,
             Err(e) => {
                 if let Some(s) = store.upgrade() {
-                    s.reachable.store(false, Ordering::Relaxed);
+                    s.mark_unreachable();
                 }
                 tracing::warn!(error = %e, "database unreachable; serving the last configuration");
                 tokio::time::sleep(backoff).await;
@@ -554,7 +602,7 @@ async fn follow(store: Weak<PgStore>) {
                         }
                         // The connection dropped: notifications may be lost.
                         Ok(None) | Err(_) => {
-                            s.reachable.store(false, Ordering::Relaxed);
+                            s.mark_unreachable();
                             tracing::warn!("lost the database connection; serving the last configuration");
                             needs_resync = true;
                             break;
@@ -571,7 +619,7 @@ async fn follow(store: Weak<PgStore>) {
                             }
                         }
                         Err(e) => {
-                            s.reachable.store(false, Ordering::Relaxed);
+                            s.mark_unreachable();
                             tracing::warn!(error = %e, "polling the change log failed");
                             needs_resync = true;
                             break;
@@ -680,7 +728,7 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await
             .map_err(|e| {
-                self.reachable.store(false, Ordering::Relaxed);
+                self.mark_unreachable();
                 unavailable(&e)
             })?;
         // Our own listener delivers it too; nodes apply overrides idempotently.
