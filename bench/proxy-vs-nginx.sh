@@ -219,6 +219,7 @@ sig = b64(hmac.new(sys.argv[2].encode(), f"{head}.{body}".encode(), hashlib.sha2
 print(f"{head}.{body}.{sig}")
 PY
 }
+# The plugin scenario's consumer credential: must match bench/plugin-scenario.yml.
 BENCH_JWT_KEY="bench-issuer"
 BENCH_JWT_SECRET="bench-secret-0123456789abcdef0123456789"
 BENCH_TOKEN=""
@@ -227,19 +228,7 @@ BENCH_TOKEN=""
 # (after the route); other benchmarks sourcing this file redefine it for their variants.
 gwctl_variant_config() {
     [[ "$1" == plugins ]] || return 0
-    cat <<EOF
-        plugins:
-          - name: jwt
-          - name: jwt-claim-headers
-            config: {claims: {sub: x-user-id}}
-          - name: rate-limiting
-            config: {second: 100000000, policy: local}
-consumers:
-  - username: bench
-    jwt_secrets:
-      - key: $BENCH_JWT_KEY
-        secret: $BENCH_JWT_SECRET
-EOF
+    cat "$ROOT/bench/plugin-scenario.yml"
 }
 
 # start_gwctl WORKERS UPSTREAM_PORT [plain|plugins|...] -> sets STARTED_PORT, STARTED_PID, STARTED_STATUS

@@ -15,7 +15,7 @@
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use gwctl::balancer::BalancerRegistry;
 use gwctl::plugins::{Ctx, LogInfo, Registry, RequestBody, Routed, Source};
@@ -26,28 +26,17 @@ use gwctl::snapshot::SnapshotStore;
 use http::{Request, Response, StatusCode};
 use jsonwebtoken::{EncodingKey, Header};
 
+/// The scenario's HS256 secret (as in bench/plugin-scenario.yml).
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
 
-const CONFIG: &str = r#"
-_format_version: "3.0"
-services:
-  - name: bench-upstream
-    url: http://127.0.0.1:18080
-    routes:
-      - name: bench-all
-        paths: ["/"]
-        plugins:
-          - name: jwt
-          - name: jwt-claim-headers
-            config: {claims: {sub: x-user-id}}
-          - name: rate-limiting
-            config: {second: 100000000, policy: local}
-consumers:
-  - username: bench
-    jwt_secrets:
-      - key: bench-issuer
-        secret: bench-secret-0123456789abcdef0123456789
-"#;
+/// The benchmark's service and route, as bench/proxy-vs-nginx.sh writes them, then the plugin
+/// scenario that script appends.
+fn config() -> String {
+    let route = "_format_version: \"3.0\"\nservices:\n  - name: bench-upstream\n    \
+                 url: http://127.0.0.1:18080\n    routes:\n      - name: bench-all\n        \
+                 paths: [\"/\"]\n";
+    format!("{route}{}", include_str!("../bench/plugin-scenario.yml"))
+}
 
 fn main() {
     let samples: usize = std::env::var("CHAIN_SAMPLES")
@@ -65,7 +54,8 @@ fn main() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_millis() as i64;
-    let config = gwctl::declarative::parse_with(CONFIG, &*registry, now_ms).expect("bench config");
+    let config =
+        gwctl::declarative::parse_with(&config(), &*registry, now_ms).expect("bench config");
     rt.block_on(store.publish(config, "bench".into()))
         .expect("publish");
     let snapshot = store.load();
@@ -122,17 +112,7 @@ fn main() {
                 b"ok from the benchmark upstream",
             ))))
             .expect("response");
-        let info = LogInfo {
-            status: 0,
-            source: Source::Pending,
-            upstream_error: None,
-            response_bytes: 0,
-            completed: false,
-            upstream_latency: None,
-            proxy_latency: None,
-            total_latency: Duration::ZERO,
-        };
-        Some(chain.respond(ctx, upstream, Source::Upstream, info))
+        Some(chain.respond(ctx, upstream, Source::Upstream, LogInfo::pending()))
     };
 
     // The chain must do its work: the claim header upstream, the rate-limit headers back.

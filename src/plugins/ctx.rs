@@ -261,3 +261,19 @@ pub struct LogInfo {
     /// Time from receiving the request to the end of the response.
     pub total_latency: Duration,
 }
+
+impl LogInfo {
+    /// Nothing known yet: what a request starts with before its access phase.
+    pub fn pending() -> Self {
+        Self {
+            status: 0,
+            source: Source::Pending,
+            upstream_error: None,
+            response_bytes: 0,
+            completed: false,
+            upstream_latency: None,
+            proxy_latency: None,
+            total_latency: Duration::ZERO,
+        }
+    }
+}

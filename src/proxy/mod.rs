@@ -346,16 +346,7 @@ impl Proxy {
         ctx.timeline = chain
             .traced()
             .then(|| Box::new(Timeline::new(start, routed)));
-        let mut info = LogInfo {
-            status: 0,
-            source: Source::Pending,
-            upstream_error: None,
-            response_bytes: 0,
-            completed: false,
-            upstream_latency: None,
-            proxy_latency: None,
-            total_latency: Duration::ZERO,
-        };
+        let mut info = LogInfo::pending();
         if let Some(resp) = chain.access(&mut ctx).await {
             return Ok(chain.respond(ctx, resp, Source::Gateway, info));
         }
