@@ -11,8 +11,8 @@
 //!   notifications missed; a lost connection is followed by a full resync once it is back.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -46,9 +46,9 @@ pub struct PgStore {
     revision: watch::Sender<u64>,
     health: broadcast::Sender<HealthOverride>,
     reachable: AtomicBool,
-    /// When this node last saw the database fail ([`since_epoch`]; 0: never). Pooled
-    /// connections made before that are checked before use (see [`pool_options`]).
-    broken_at: Arc<AtomicU64>,
+    /// When this node last saw the database fail. Pooled connections made before that are
+    /// checked before use (see [`pool_options`]).
+    broken_at: BrokenAt,
     /// Highest change-log id applied.
     applied: AtomicI64,
     /// Change-log ids applied (or loaded) within the poll's look-back window. Ids are taken
@@ -103,15 +103,13 @@ fn table(kind: EntityKind) -> &'static str {
 /// A pooled connection idle this long is pinged before use: it may have been closed meanwhile.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
-/// The process's reference point for [`since_epoch`].
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
+/// When this node last saw the database fail (`None`: never).
+type BrokenAt = Arc<Mutex<Option<Instant>>>;
 
-/// `t` as nanoseconds after [`epoch`], plus one (0 stays free for "never").
-fn since_epoch(t: Instant) -> u64 {
-    u64::try_from(t.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX - 1) + 1
+fn last_failure(broken_at: &BrokenAt) -> Option<Instant> {
+    *broken_at
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The admin writes' connection pool. By default sqlx pings every connection before handing
@@ -120,17 +118,17 @@ fn since_epoch(t: Instant) -> u64 {
 /// are pinged before use (a failed ping replaces them): those idle for [`PING_AFTER_IDLE`] or
 /// more, and those older than the last failure this node saw (`broken_at`: a database restart
 /// kills every connection, and the node notices at once through its listener).
-fn pool_options(broken_at: Arc<AtomicU64>) -> PgPoolOptions {
-    epoch();
+fn pool_options(broken_at: BrokenAt) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(1))
         .test_before_acquire(false)
         .before_acquire(move |conn, meta| {
-            let broken_at = broken_at.load(Ordering::Relaxed);
+            let failed = last_failure(&broken_at);
             Box::pin(async move {
-                let created = Instant::now().checked_sub(meta.age).map_or(0, since_epoch);
-                if meta.idle_for >= PING_AFTER_IDLE || created <= broken_at {
+                let created = Instant::now().checked_sub(meta.age);
+                let predates_failure = failed.is_some_and(|f| created.is_none_or(|c| c <= f));
+                if meta.idle_for >= PING_AFTER_IDLE || predates_failure {
                     conn.ping().await?;
                 }
                 Ok(true)
@@ -141,7 +139,7 @@ fn pool_options(broken_at: Arc<AtomicU64>) -> PgPoolOptions {
 impl PgStore {
     /// Connect, load everything, and start following changes.
     pub async fn connect(url: &str, node_id: Uuid) -> Result<Arc<Self>, ConnectError> {
-        let broken_at = Arc::new(AtomicU64::new(0));
+        let broken_at = BrokenAt::default();
         let pool = pool_options(Arc::clone(&broken_at))
             .connect(url)
             .await
@@ -181,8 +179,10 @@ impl PgStore {
     /// The database failed: report it unreachable, and have pooled connections checked.
     fn mark_unreachable(&self) {
         self.reachable.store(false, Ordering::Relaxed);
-        self.broken_at
-            .fetch_max(since_epoch(Instant::now()), Ordering::Relaxed);
+        *self
+            .broken_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
     }
 
     /// This node's id (written into the change log).
