@@ -29,6 +29,10 @@ pub struct ServiceRuntime {
     pub balancer: Option<Arc<Balancer>>,
     /// TLS settings towards the upstream for https services.
     pub tls: Option<Arc<UpstreamTls>>,
+    /// The `Host` header of a direct service (no balancer): its host, with the port unless it
+    /// is the protocol's default. Text, not a `HeaderValue`: a shared value's reference count
+    /// would be one more cache line every worker thread writes per request.
+    pub direct_host: String,
 }
 
 /// Immutable compiled configuration.
@@ -187,6 +191,11 @@ impl SnapshotStore {
                     service: service.clone(),
                     balancer: balancers.get(&service.host).cloned(),
                     tls,
+                    direct_host: crate::proxy::host_with_port(
+                        &service.host,
+                        service.port,
+                        service.protocol,
+                    ),
                 }),
             );
         }

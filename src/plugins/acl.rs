@@ -160,6 +160,11 @@ struct Acl {
 
 #[async_trait]
 impl Handler for Acl {
+    /// The request headers are read in `access` only.
+    fn reads_request_headers_late(&self) -> bool {
+        false
+    }
+
     async fn access(&self, ctx: &mut Ctx) -> Flow {
         let has_credential = ctx.auth.as_ref().is_some_and(|a| a.credential.is_some());
         let authenticated = ctx.data.get::<AuthenticatedGroups>().cloned();

@@ -65,7 +65,9 @@ pub fn skip(ctx: &Ctx, run_on_preflight: bool, anonymous: Option<&str>) -> bool 
 pub fn attach(ctx: &mut Ctx, consumer: Consumer, credential: Option<Credential>) {
     let anonymous = credential.is_none();
     let h = &mut ctx.headers;
-    set_or_clear(h, &X_CONSUMER_ID, Some(&consumer.id.to_string()));
+    let mut id = uuid::Uuid::encode_buffer();
+    let id = consumer.id.hyphenated().encode_lower(&mut id);
+    set_or_clear(h, &X_CONSUMER_ID, Some(id));
     set_or_clear(h, &X_CONSUMER_CUSTOM_ID, consumer.custom_id.as_deref());
     set_or_clear(h, &X_CONSUMER_USERNAME, consumer.username.as_deref());
     set_or_clear(

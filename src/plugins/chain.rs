@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use http::Response;
 use http::response::Parts;
+use smallvec::SmallVec;
 use uuid::Uuid;
 
 use super::body::{LogState, PluginBody};
@@ -143,6 +144,8 @@ pub struct Chain {
     traced: bool,
     /// Some instance on the chain has a response phase.
     responding: bool,
+    /// Some instance on the chain reads the request headers after the access phase.
+    late_headers: bool,
 }
 
 impl std::fmt::Debug for Chain {
@@ -155,7 +158,9 @@ impl std::fmt::Debug for Chain {
 }
 
 impl Chain {
-    fn resolve(&self, slot: &Slot, consumer: Option<Uuid>) -> Option<Arc<Instance>> {
+    /// The instance of `slot` that applies to `consumer`. Borrowed: the chain outlives the
+    /// request's phases, and a clone would write a reference count shared by every worker.
+    fn resolve<'c>(&self, slot: &'c Slot, consumer: Option<Uuid>) -> Option<&'c Arc<Instance>> {
         if let Some(c) = consumer
             && slot.consumer_possible
         {
@@ -164,26 +169,26 @@ impl Chain {
             if let Some(s) = self.service
                 && let Some(i) = idx.all.get(&(r, s, c))
             {
-                return Some(Arc::clone(i));
+                return Some(i);
             }
             if let Some(i) = idx.route_consumer.get(&(r, c)) {
-                return Some(Arc::clone(i));
+                return Some(i);
             }
             if let Some(s) = self.service
                 && let Some(i) = idx.service_consumer.get(&(s, c))
             {
-                return Some(Arc::clone(i));
+                return Some(i);
             }
             if let Some((rank, i)) = &slot.base
                 && *rank <= RANK_ROUTE_SERVICE
             {
-                return Some(Arc::clone(i));
+                return Some(i);
             }
             if let Some(i) = idx.consumer.get(&c) {
-                return Some(Arc::clone(i));
+                return Some(i);
             }
         }
-        slot.base.as_ref().map(|(_, i)| Arc::clone(i))
+        slot.base.as_ref().map(|(_, i)| i)
     }
 
     /// Plugin names in access-phase order (for tests and debugging).
@@ -202,6 +207,12 @@ impl Chain {
     /// Whether some plugin on this route reads the whole upstream response (response phase).
     pub fn has_response_phase(&self) -> bool {
         self.responding
+    }
+
+    /// Whether some plugin reads the request headers after the access phase
+    /// ([`Handler::reads_request_headers_late`]): if not, they can be moved upstream.
+    pub fn reads_request_headers_late(&self) -> bool {
+        self.late_headers
     }
 
     /// Whether requests on this route record a timeline (some plugin wants one).
@@ -236,7 +247,7 @@ impl Chain {
 
     /// The instances that apply now (consumer known), in priority order: what the response
     /// phases run.
-    fn resolved(&self, consumer: Option<Uuid>) -> Vec<Arc<Instance>> {
+    fn resolved(&self, consumer: Option<Uuid>) -> SmallVec<[&Arc<Instance>; 8]> {
         self.by_priority
             .iter()
             .filter_map(|&i| self.resolve(&self.access[i], consumer))
@@ -288,6 +299,7 @@ impl Chain {
         let logging: Vec<Arc<Instance>> = plugins
             .into_iter()
             .filter(|p| p.handler.wants_log())
+            .cloned()
             .collect();
         if filters.is_empty() && logging.is_empty() {
             return Response::from_parts(parts, body);
@@ -458,6 +470,13 @@ impl CompiledPlugins {
                         .is_some_and(|(_, i)| i.handler.wants_timeline())
                         || (s.consumer_possible && s.index.any(|i| i.handler.wants_timeline()))
                 });
+                let late_headers = access.iter().any(|s| {
+                    s.base
+                        .as_ref()
+                        .is_some_and(|(_, i)| i.handler.reads_request_headers_late())
+                        || (s.consumer_possible
+                            && s.index.any(|i| i.handler.reads_request_headers_late()))
+                });
                 chains.insert(
                     route.id,
                     Arc::new(Chain {
@@ -467,6 +486,7 @@ impl CompiledPlugins {
                         by_priority,
                         traced,
                         responding,
+                        late_headers,
                     }),
                 );
             }

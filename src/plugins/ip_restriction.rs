@@ -143,6 +143,11 @@ impl IpRestriction {
 
 #[async_trait]
 impl Handler for IpRestriction {
+    /// The request headers are read in `access` only.
+    fn reads_request_headers_late(&self) -> bool {
+        false
+    }
+
     async fn access(&self, ctx: &mut Ctx) -> Flow {
         // An IPv4 client on a dual-stack listener arrives as ::ffff:a.b.c.d; Kong's matcher sees
         // the IPv4 address.

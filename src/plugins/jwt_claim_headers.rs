@@ -95,6 +95,11 @@ fn header_text(v: &Value) -> Option<HeaderValue> {
 
 #[async_trait]
 impl Handler for ClaimHeaders {
+    /// The request headers are read in `access` only.
+    fn reads_request_headers_late(&self) -> bool {
+        false
+    }
+
     async fn access(&self, ctx: &mut Ctx) -> Flow {
         for (_, h) in &self.claims {
             ctx.headers.remove(h);

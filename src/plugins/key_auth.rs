@@ -206,6 +206,11 @@ enum Failure {
 
 #[async_trait]
 impl Handler for KeyAuth {
+    /// The request headers are read in `access` only.
+    fn reads_request_headers_late(&self) -> bool {
+        false
+    }
+
     async fn access(&self, ctx: &mut Ctx) -> Flow {
         let anonymous = self.conf.anonymous.as_deref();
         if auth::skip(ctx, self.conf.run_on_preflight, anonymous) {

@@ -139,6 +139,14 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Log phase: runs once the response body ended, failed or was dropped by the client.
     fn log(&self, _ctx: &Ctx, _info: &LogInfo) {}
+
+    /// Whether anything after the access phase (response phase, header and body filters, log)
+    /// reads the request headers in [`Ctx::headers`]. When no instance on a route's chain does,
+    /// the proxy moves them upstream instead of copying them, and they are empty afterwards.
+    /// Only a plugin that reads them in `access` alone may say `false`.
+    fn reads_request_headers_late(&self) -> bool {
+        true
+    }
 }
 
 /// The plugins this node can run.

@@ -116,6 +116,11 @@ fn error(ctx: &Ctx, status: StatusCode, msg: &str) -> Flow {
 
 #[async_trait]
 impl Handler for RequestSizeLimiting {
+    /// The request headers are read in `access` only.
+    fn reads_request_headers_late(&self) -> bool {
+        false
+    }
+
     async fn access(&self, ctx: &mut Ctx) -> Flow {
         if let Some(len) = ctx
             .header(CONTENT_LENGTH.as_str())

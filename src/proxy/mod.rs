@@ -100,8 +100,9 @@ pub struct Proxy {
 
 /// What the upstream part of the pipeline needs to know about a routed request.
 struct Upstreaming<'a> {
-    route: Arc<Route>,
-    service: Arc<ServiceRuntime>,
+    // Borrowed from the request's snapshot: no reference count every worker thread writes.
+    route: &'a Arc<Route>,
+    service: &'a Arc<ServiceRuntime>,
     /// The normalized client path.
     path: Cow<'a, str>,
     matched_len: usize,
@@ -266,26 +267,25 @@ impl Proxy {
                 headers: &parts.headers,
             };
             let m = snapshot.router.find(&info).ok_or(GatewayError::NO_ROUTE)?;
-            (Arc::clone(m.route), m.matched_len, m.captures)
+            (m.route, m.matched_len, m.captures)
         };
         let routed = Instant::now();
         let (route, matched_len, captures) = found;
-        access_log::note(|n| n.route(&route));
+        access_log::note(|n| n.route(route));
 
         if !conn.tls
             && !route.protocols.contains(&Protocol::Http)
             && route.protocols.contains(&Protocol::Https)
         {
-            return Ok(https_required(&route, host, &parts.uri));
+            return Ok(https_required(route, host, &parts.uri));
         }
-        if let Some(resp) = grpc_route_mismatch(&route, &parts, conn.tls, request_id_text) {
+        if let Some(resp) = grpc_route_mismatch(route, &parts, conn.tls, request_id_text) {
             return Ok(resp);
         }
 
         let service = route
             .service
             .and_then(|fk| snapshot.services.get(&fk.id))
-            .cloned()
             .ok_or(GatewayError::NO_SERVICE)?;
 
         // Client address: the peer, or X-Real-IP from a trusted peer.
@@ -300,7 +300,7 @@ impl Proxy {
         } else {
             conn.peer.ip()
         };
-        access_log::note(|n| n.service(&service, client_ip));
+        access_log::note(|n| n.service(service, client_ip));
         let body = if http_body::Body::is_end_stream(&body) {
             RequestBody::Empty
         } else {
@@ -322,7 +322,7 @@ impl Proxy {
             upstream_host: None,
             body_head: None,
         };
-        let Some(chain) = snapshot.plugins.chain(req.route.id).cloned() else {
+        let Some(chain) = snapshot.plugins.chain(req.route.id) else {
             return self
                 .upstream(parts, body, &req, None)
                 .await
@@ -332,8 +332,8 @@ impl Proxy {
         // The plugin chain: access, then the upstream, then the response phases.
         let routed_req = Routed {
             snapshot: Arc::clone(&snapshot),
-            route: Arc::clone(&req.route),
-            service: Arc::clone(&req.service),
+            route: Arc::clone(req.route),
+            service: Arc::clone(req.service),
             conn,
             client_ip,
             request_id: Arc::from(request_id_text),
@@ -350,7 +350,18 @@ impl Proxy {
         if let Some(resp) = chain.access(&mut ctx).await {
             return Ok(chain.respond(ctx, resp, Source::Gateway, info));
         }
-        parts.headers = ctx.headers.clone();
+        parts.headers = if chain.reads_request_headers_late() {
+            ctx.headers.clone()
+        } else {
+            // No plugin reads them again: move them, keeping what the error answer below reads.
+            let headers = std::mem::take(&mut ctx.headers);
+            for name in [header::ACCEPT, header::CONTENT_TYPE] {
+                if let Some(v) = headers.get(&name) {
+                    ctx.headers.insert(name, v.clone());
+                }
+            }
+            headers
+        };
         parts.method = ctx.method.clone();
         if ctx.query.as_deref() != parts.uri.query() || ctx.upstream_path.is_some() {
             let pq = match &ctx.query {
@@ -429,7 +440,6 @@ impl Proxy {
         let uri: Uri = target_path.parse().map_err(|_| GatewayError::BAD_REQUEST)?;
 
         let original_host = r.host_value.clone();
-        let host = original_host.as_ref().and_then(|h| h.to_str().ok());
         let stripped =
             (route.strip_path && r.matched_len > 0).then(|| r.path[..r.matched_len].to_owned());
         // Header/cookie hashing reads the client's headers (`parts`) after these moved on.
@@ -450,7 +460,7 @@ impl Proxy {
             &r.conn,
             r.trusted,
             r.client_ip,
-            host,
+            original_host.as_ref(),
             parts.uri.path(),
             stripped.as_deref(),
             parts.version,
@@ -552,26 +562,41 @@ impl Proxy {
         conn: &ConnInfo,
         trusted: bool,
         client_ip: IpAddr,
-        host: Option<&str>,
+        host: Option<&HeaderValue>,
         raw_path: &str,
         stripped: Option<&str>,
         version: Version,
     ) {
         // X-Forwarded-For: the client's list plus the peer.
-        let peer = conn.peer.ip().to_string();
+        let peer = ip_value(conn.peer.ip());
         let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {peer}"),
-            _ => peer,
+            Some(prev) if !prev.is_empty() => {
+                HeaderValue::from_str(&format!("{prev}, {}", peer.to_str().unwrap_or_default()))
+                    .ok()
+            }
+            _ => Some(peer),
         };
-        set(headers, &X_FORWARDED_FOR, &xff);
+        if let Some(v) = xff {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
         let keep = |headers: &HeaderMap, name: &HeaderName| trusted && headers.contains_key(name);
         if !keep(headers, &X_FORWARDED_PROTO) {
             let proto = if conn.tls { &HTTPS } else { &HTTP };
             headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
         }
         if !keep(headers, &X_FORWARDED_HOST) {
-            let h = host.map(strip_port).unwrap_or("");
-            set(headers, &X_FORWARDED_HOST, h);
+            let text = host.and_then(|h| h.to_str().ok());
+            match (host, text) {
+                // Without a port the client's value is reused (a reference count, not a copy).
+                (Some(v), Some(t)) if strip_port(t).len() == t.len() => {
+                    headers.insert(X_FORWARDED_HOST.clone(), v.clone());
+                }
+                _ => set(
+                    headers,
+                    &X_FORWARDED_HOST,
+                    text.map(strip_port).unwrap_or(""),
+                ),
+            }
         }
         if !keep(headers, &X_FORWARDED_PORT) {
             headers.insert(
@@ -590,7 +615,7 @@ impl Proxy {
                 }
             }
         }
-        set(headers, &X_REAL_IP, &client_ip.to_string());
+        headers.insert(X_REAL_IP.clone(), ip_value(client_ip));
         let via = if version == Version::HTTP_2 {
             &VIA_2
         } else {
@@ -657,6 +682,8 @@ impl Proxy {
                 host_override.clone()
             } else if route.preserve_host {
                 original_host.clone()
+            } else if peer.is_none() {
+                HeaderValue::from_str(&service.direct_host).ok()
             } else {
                 let upstream_host = service
                     .balancer
@@ -673,22 +700,21 @@ impl Proxy {
 
             let started = Instant::now();
             let sni = if let Some(h) = host_override.as_ref().and_then(|h| h.to_str().ok()) {
-                strip_port(h).to_owned()
+                strip_port(h)
             } else if route.preserve_host {
                 original_host
                     .as_ref()
                     .and_then(|h| h.to_str().ok())
                     .map(strip_port)
                     .unwrap_or(&peer_host)
-                    .to_owned()
             } else {
-                strip_port(&peer_host).to_owned()
+                strip_port(&peer_host)
             };
             let result = self
                 .attempt(
                     service,
                     addr,
-                    &sni,
+                    sni,
                     req,
                     &mut body_done,
                     upgrade,
@@ -760,9 +786,10 @@ impl Proxy {
         };
         if service.service.protocol.is_grpc() {
             let timeouts = (connect_timeout, write_timeout, read_timeout);
-            return self
-                .attempt_h2(service, key, sni, req, body_done, timeouts)
-                .await;
+            // Boxed, as is `connect` below: neither is on the path of a request sent on a
+            // pooled HTTP/1 connection, and inline they would make every request's future (and
+            // each move of it) a third larger.
+            return Box::pin(self.attempt_h2(service, key, sni, req, body_done, timeouts)).await;
         }
         let mut pooled = if upgrade {
             None
@@ -774,9 +801,9 @@ impl Proxy {
             let mut sender: Sender = match pooled.take() {
                 Some(s) => s,
                 None => {
-                    match pool::connect(addr, tls.map(|t| (t, sni)), connect_timeout, write_timeout)
-                        .await
-                    {
+                    let connect =
+                        pool::connect(addr, tls.map(|t| (t, sni)), connect_timeout, write_timeout);
+                    match Box::pin(connect).await {
                         Ok(s) => s,
                         Err(e) => return Err(connect_failure(e, req)),
                     }
@@ -1146,7 +1173,7 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-fn host_with_port(host: &str, port: u16, protocol: Protocol) -> String {
+pub(crate) fn host_with_port(host: &str, port: u16, protocol: Protocol) -> String {
     let default = match protocol {
         Protocol::Https | Protocol::Grpcs => 443,
         _ => 80,
@@ -1176,6 +1203,14 @@ fn is_upgrade(parts: &Parts) -> bool {
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1) and those the Connection header names. For an
 /// upgrade, `Upgrade` and `Connection: upgrade` are kept.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // One pass over the names first: most requests and responses carry none of these, and a
+    // removal costs a hash lookup each.
+    if !headers.keys().any(is_hop_by_hop) {
+        if upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -1202,6 +1237,17 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// The headers [`strip_hop_by_hop`] removes whatever `Connection` says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
     match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => {
@@ -1226,7 +1272,41 @@ fn millis(d: Duration) -> HeaderValue {
 
 /// Kong's request id: 32 hex characters.
 fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = rand::random::<u128>();
+    let mut buf = [0u8; 32];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((n >> ((31 - i) * 4)) & 0xf) as usize];
+    }
+    std::str::from_utf8(&buf).unwrap_or_default().to_owned()
+}
+
+/// An IP address as a header value, without the formatting machinery for the common IPv4 case.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static(""));
+    };
+    let mut buf = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        let digits = [octet / 100, octet / 10 % 10, octet % 10];
+        let skip = if octet >= 100 {
+            0
+        } else if octet >= 10 {
+            1
+        } else {
+            2
+        };
+        for d in &digits[skip..] {
+            buf[len] = b'0' + d;
+            len += 1;
+        }
+    }
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// Bridge an upgraded client connection and an upgraded upstream connection.
@@ -1379,5 +1459,46 @@ mod tests {
         let id = new_request_id();
         assert_eq!(id.len(), 32);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(id, new_request_id());
+    }
+
+    #[test]
+    fn ip_values_match_display() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "127.0.0.1",
+            "10.200.3.45",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:1.2.3.4",
+        ] {
+            let addr: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_value(addr), addr.to_string().as_str(), "{ip}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_fast_path_keeps_everything_else() {
+        let mut h = HeaderMap::new();
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+        assert_eq!(h.len(), 3);
+        // An upgrade keeps `Upgrade` and rewrites `Connection`.
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+        assert!(!h.contains_key(header::TE));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty());
     }
 }

@@ -178,3 +178,97 @@ async fn two_auth_plugins_with_anonymous_are_a_logical_or() {
         }
     }
 }
+
+/// The request headers go upstream whether the chain's plugins read them after the access phase
+/// (cors: then they are copied) or not (key-auth and rate-limiting: then they are moved), and a
+/// gateway error after the access phase still answers in the client's `Accept` format with the
+/// header filters' headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_headers_reach_the_upstream_and_errors_keep_the_clients_format() {
+    let echo = Echo::start("e").await;
+    let dead = crate::support::refused_addr();
+    let yaml = format!(
+        r#"_format_version: "3.0"
+consumers:
+  - username: alice
+    keyauth_credentials: [{{key: alice-key}}]
+services:
+  - name: up
+    url: {url}
+    routes:
+      - name: moved
+        paths: ["/moved"]
+        plugins:
+          - name: key-auth
+          - name: rate-limiting
+            config: {{minute: 1000}}
+      - name: copied
+        paths: ["/copied"]
+        plugins:
+          - name: key-auth
+          - name: cors
+            config: {{origins: ["https://app.test"]}}
+  - name: down
+    url: http://{dead}
+    retries: 0
+    routes:
+      - name: down-moved
+        paths: ["/down-moved"]
+        plugins:
+          - name: key-auth
+          - name: rate-limiting
+            config: {{minute: 1000}}
+      - name: down-copied
+        paths: ["/down-copied"]
+        plugins:
+          - name: key-auth
+          - name: cors
+            config: {{origins: ["https://app.test"]}}
+"#,
+        url = echo.url()
+    );
+    let gw = Gateway::start(&yaml).await;
+    let sent = [
+        ("apikey", "alice-key"),
+        ("x-client-a", "1"),
+        ("origin", "https://app.test"),
+    ];
+    for path in ["/moved", "/copied"] {
+        let r = get(&gw, path, &sent).await;
+        assert_eq!(r.status(), 200, "{path}");
+        let cors = r.headers().get("access-control-allow-origin").cloned();
+        let limited = r.headers().contains_key("x-ratelimit-limit-minute");
+        let e: Echoed = r.json().await.unwrap();
+        assert_eq!(e.header("x-client-a"), "1", "{path}");
+        assert_eq!(e.header("x-consumer-username"), "alice", "{path}");
+        assert_eq!(e.header("origin"), "https://app.test", "{path}");
+        assert!(e.headers.contains_key("x-forwarded-for"), "{path}");
+        if path == "/copied" {
+            // cors read the Origin header in its header filter, after the access phase.
+            assert_eq!(cors.unwrap(), "https://app.test");
+        } else {
+            assert!(limited);
+        }
+    }
+    for path in ["/down-moved", "/down-copied"] {
+        let mut headers = sent.to_vec();
+        headers.push(("accept", "text/html"));
+        let r = get(&gw, path, &headers).await;
+        assert_eq!(r.status(), 502, "{path}");
+        let ctype = r.headers()[http::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(ctype.starts_with("text/html"), "{path}: {ctype}");
+        if path == "/down-moved" {
+            assert!(r.headers().contains_key("x-ratelimit-remaining-minute"));
+        } else {
+            assert_eq!(
+                r.headers()["access-control-allow-origin"],
+                "https://app.test"
+            );
+        }
+        let body = r.text().await.unwrap();
+        assert!(body.contains("<html"), "{path}: {body}");
+    }
+}

@@ -339,7 +339,11 @@ impl Jwt {
                 continue;
             };
             if let Some(token) = bearer_token(v.as_bytes()) {
-                add(Found::Text(String::from_utf8_lossy(token).into_owned()));
+                let text = match std::str::from_utf8(token) {
+                    Ok(t) => t.to_owned(),
+                    Err(_) => String::from_utf8_lossy(token).into_owned(),
+                };
+                add(Found::Text(text));
             }
         }
         found
@@ -530,6 +534,11 @@ impl Jwt {
 
 #[async_trait]
 impl Handler for Jwt {
+    /// The request headers are read in `access` only.
+    fn reads_request_headers_late(&self) -> bool {
+        false
+    }
+
     async fn access(&self, ctx: &mut Ctx) -> Flow {
         let anonymous = self.conf.anonymous.as_deref();
         if auth::skip(ctx, self.conf.run_on_preflight, anonymous) {

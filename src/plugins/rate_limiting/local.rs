@@ -6,8 +6,10 @@
 //! under one shard lock. Memory is bounded: entries whose windows all ended are swept (at most
 //! once a second per shard), and a full shard evicts the entries that expire soonest.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+
+/// SipHash (std's randomly keyed hasher): keys hold client-chosen text (header values, paths).
+type HashMap<K, V> = hashbrown::HashMap<K, V, RandomState>;
 use std::sync::Mutex;
 
 use super::{Hit, Limit};
@@ -69,7 +71,8 @@ impl LocalCounters {
         if !shard.map.contains_key(key) && shard.map.len() >= self.cap {
             evict_soonest(&mut shard.map, self.cap);
         }
-        let entry = shard.map.entry(key.to_owned()).or_default();
+        // The key is copied only the first time it is seen.
+        let entry = shard.map.entry_ref(key).or_default();
         let mut hit = Hit::default();
         for l in limits {
             let (start, _) = l.period.window(now_ms);
@@ -138,16 +141,25 @@ mod tests {
         let t = 1_700_000_000_000;
         let h = c.hit("k", &l, t);
         assert_eq!(h.stop, None);
-        assert_eq!(h.used, vec![(Period::Second, 0), (Period::Minute, 0)]);
+        assert_eq!(
+            h.used.as_slice(),
+            [(Period::Second, 0), (Period::Minute, 0)]
+        );
         assert_eq!(c.hit("k", &l, t + 1).used[0], (Period::Second, 1));
         let h = c.hit("k", &l, t + 2);
         assert_eq!(h.stop, Some(Period::Second));
-        assert_eq!(h.used, vec![(Period::Second, 2), (Period::Minute, 2)]);
+        assert_eq!(
+            h.used.as_slice(),
+            [(Period::Second, 2), (Period::Minute, 2)]
+        );
         // Next second: the minute allows one more, then the minute stops.
         assert_eq!(c.hit("k", &l, t + 1000).stop, None);
         let h = c.hit("k", &l, t + 1001);
         assert_eq!(h.stop, Some(Period::Minute));
-        assert_eq!(h.used, vec![(Period::Second, 1), (Period::Minute, 3)]);
+        assert_eq!(
+            h.used.as_slice(),
+            [(Period::Second, 1), (Period::Minute, 3)]
+        );
         // Other keys are independent.
         assert_eq!(c.hit("other", &l, t + 1001).stop, None);
     }

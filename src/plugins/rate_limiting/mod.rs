@@ -19,9 +19,9 @@ pub mod window;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use http::StatusCode;
 use http::header::{HeaderName, HeaderValue};
 use http::response::Parts;
-use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -93,7 +93,7 @@ pub struct Limit {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hit {
     /// Per configured period (shortest first), the count before this request.
-    pub used: Vec<(Period, u64)>,
+    pub used: smallvec::SmallVec<[(Period, u64); 6]>,
     /// The first period that was used up (then nothing was counted).
     pub stop: Option<Period>,
 }
@@ -412,63 +412,100 @@ struct RateLimiting {
     message: String,
 }
 
-/// The headers access computed, added to the response in header_filter.
+/// The headers access computed, moved into the response by header_filter.
 #[derive(Clone)]
-struct RateLimitHeaders(Arc<HeaderMap>);
+struct RateLimitHeaders(Vec<(HeaderName, HeaderValue)>);
 
-/// `X-RateLimit-Limit-<Period>` and `X-RateLimit-Remaining-<Period>`.
-fn period_headers(p: Period) -> (&'static str, &'static str) {
-    match p {
-        Period::Second => ("x-ratelimit-limit-second", "x-ratelimit-remaining-second"),
-        Period::Minute => ("x-ratelimit-limit-minute", "x-ratelimit-remaining-minute"),
-        Period::Hour => ("x-ratelimit-limit-hour", "x-ratelimit-remaining-hour"),
-        Period::Day => ("x-ratelimit-limit-day", "x-ratelimit-remaining-day"),
-        Period::Month => ("x-ratelimit-limit-month", "x-ratelimit-remaining-month"),
-        Period::Year => ("x-ratelimit-limit-year", "x-ratelimit-remaining-year"),
-    }
+/// `X-RateLimit-Limit-<Period>` and `X-RateLimit-Remaining-<Period>`, in `Period::ALL` order.
+static PERIOD_HEADERS: [(HeaderName, HeaderName); 6] = [
+    (
+        HeaderName::from_static("x-ratelimit-limit-second"),
+        HeaderName::from_static("x-ratelimit-remaining-second"),
+    ),
+    (
+        HeaderName::from_static("x-ratelimit-limit-minute"),
+        HeaderName::from_static("x-ratelimit-remaining-minute"),
+    ),
+    (
+        HeaderName::from_static("x-ratelimit-limit-hour"),
+        HeaderName::from_static("x-ratelimit-remaining-hour"),
+    ),
+    (
+        HeaderName::from_static("x-ratelimit-limit-day"),
+        HeaderName::from_static("x-ratelimit-remaining-day"),
+    ),
+    (
+        HeaderName::from_static("x-ratelimit-limit-month"),
+        HeaderName::from_static("x-ratelimit-remaining-month"),
+    ),
+    (
+        HeaderName::from_static("x-ratelimit-limit-year"),
+        HeaderName::from_static("x-ratelimit-remaining-year"),
+    ),
+];
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+fn period_headers(p: Period) -> &'static (HeaderName, HeaderName) {
+    &PERIOD_HEADERS[p.index()]
 }
 
 /// A number as Lua prints it (`10`, `10.5`).
 fn lua_number(v: f64) -> HeaderValue {
-    let s = if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    };
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        return HeaderValue::from(v as i64);
+    }
+    HeaderValue::from_str(&format!("{v}")).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 impl RateLimiting {
-    /// Kong's identifier with its fallback to the client IP.
-    fn identifier(&self, ctx: &Ctx) -> String {
-        let id = match &self.limit_by {
-            // Kong: the consumer's id, else the credential's (always a consumer's here).
-            LimitBy::Consumer => ctx.auth.as_ref().map(|a| a.consumer.id.to_string()),
-            LimitBy::Credential => ctx
-                .auth
-                .as_ref()
-                .and_then(|a| a.credential.as_ref())
-                .map(|c| c.id.to_string()),
-            LimitBy::Ip => None,
-            LimitBy::Service => Some(ctx.service.service.id.to_string()),
-            LimitBy::Header(h) => ctx
-                .headers
-                .get(h)
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned),
-            LimitBy::Path(p) => (ctx.path == *p).then(|| p.clone()),
+    /// Kong's identifier with its fallback to the client IP, appended to `key`.
+    fn push_identifier(&self, ctx: &Ctx, key: &mut String) {
+        use std::fmt::Write as _;
+        let uuid = |key: &mut String, id: &Uuid| {
+            key.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
         };
-        id.unwrap_or_else(|| ctx.client_ip.to_string())
+        match &self.limit_by {
+            // Kong: the consumer's id, else the credential's (always a consumer's here).
+            LimitBy::Consumer => {
+                if let Some(a) = &ctx.auth {
+                    return uuid(key, &a.consumer.id);
+                }
+            }
+            LimitBy::Credential => {
+                if let Some(c) = ctx.auth.as_ref().and_then(|a| a.credential.as_ref()) {
+                    return uuid(key, &c.id);
+                }
+            }
+            LimitBy::Ip => {}
+            LimitBy::Service => return uuid(key, &ctx.service.service.id),
+            LimitBy::Header(h) => {
+                if let Some(v) = ctx
+                    .headers
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| !v.is_empty())
+                {
+                    return key.push_str(v);
+                }
+            }
+            LimitBy::Path(p) => {
+                if ctx.path == *p {
+                    return key.push_str(p);
+                }
+            }
+        }
+        let _ = write!(key, "{}", ctx.client_ip);
     }
 
     /// Kong's headers: per period limit and remaining (this request counted, floored at 0),
     /// and `RateLimit-*` for the most constraining period (lowest remaining; ties go to the
     /// longer window). Returns the headers and `RateLimit-Reset`.
-    fn headers(&self, hit: &Hit, now: i64) -> (HeaderMap, i64) {
-        let mut h = HeaderMap::new();
-        let mut best: Option<(f64, Period)> = None;
-        for (l, &(period, used)) in self.limits.iter().zip(&hit.used) {
+    fn headers(&self, hit: &Hit, now: i64) -> (Vec<(HeaderName, HeaderValue)>, i64) {
+        let mut h = Vec::with_capacity(2 * self.limits.len() + 4);
+        let mut best: Option<(f64, usize)> = None;
+        for (i, (l, &(period, used))) in self.limits.iter().zip(&hit.used).enumerate() {
             let mut remaining = l.limit - used as f64;
             if hit.stop.is_none() || hit.stop == Some(period) {
                 remaining -= 1.0;
@@ -476,34 +513,24 @@ impl RateLimiting {
             let remaining = remaining.max(0.0);
             let better = match best {
                 None => true,
-                Some((r, p)) => {
+                Some((r, b)) => {
+                    let p = self.limits[b].period;
                     remaining < r || (remaining == r && period.nominal_secs() > p.nominal_secs())
                 }
             };
             if better {
-                best = Some((remaining, period));
+                best = Some((remaining, i));
             }
             let (lim, rem) = period_headers(period);
-            h.insert(HeaderName::from_static(lim), lua_number(l.limit));
-            h.insert(HeaderName::from_static(rem), lua_number(remaining));
+            h.push((lim.clone(), lua_number(l.limit)));
+            h.push((rem.clone(), lua_number(remaining)));
         }
         let mut reset = 1;
-        if let Some((remaining, period)) = best {
-            let limit = self
-                .limits
-                .iter()
-                .find(|l| l.period == period)
-                .map_or(0.0, |l| l.limit);
-            reset = period.reset_secs(now);
-            h.insert(
-                HeaderName::from_static("ratelimit-limit"),
-                lua_number(limit),
-            );
-            h.insert(
-                HeaderName::from_static("ratelimit-remaining"),
-                lua_number(remaining),
-            );
-            h.insert(HeaderName::from_static("ratelimit-reset"), reset.into());
+        if let Some((remaining, i)) = best {
+            reset = self.limits[i].period.reset_secs(now);
+            h.push((RATELIMIT_LIMIT.clone(), lua_number(self.limits[i].limit)));
+            h.push((RATELIMIT_REMAINING.clone(), lua_number(remaining)));
+            h.push((RATELIMIT_RESET.clone(), reset.into()));
         }
         (h, reset)
     }
@@ -511,9 +538,17 @@ impl RateLimiting {
 
 #[async_trait]
 impl Handler for RateLimiting {
+    /// The request headers are read in `access` only.
+    fn reads_request_headers_late(&self) -> bool {
+        false
+    }
+
     async fn access(&self, ctx: &mut Ctx) -> Flow {
         let now = now_ms();
-        let key = format!("{}:{}", self.scope, self.identifier(ctx));
+        let mut key = String::with_capacity(self.scope.len() + 48);
+        key.push_str(&self.scope);
+        key.push(':');
+        self.push_identifier(ctx, &mut key);
         let hit = match &self.store {
             Store::Local(c) => c.hit(&key, &self.limits, now),
             Store::Redis(r) => match r.hit(&key, &self.limits, now).await {
@@ -545,22 +580,23 @@ impl Handler for RateLimiting {
                 ctx.headers.get(http::header::ACCEPT),
             );
             if let Some((mut h, reset)) = headers {
-                h.insert(http::header::RETRY_AFTER, reset.into());
-                ctx.data.insert(RateLimitHeaders(Arc::new(h)));
+                h.push((http::header::RETRY_AFTER, reset.into()));
+                ctx.data.insert(RateLimitHeaders(h));
             }
             // The header filter adds them to this response (Kong passes them to response.error).
             return Flow::Respond(resp);
         }
         if let Some((h, _)) = headers {
-            ctx.data.insert(RateLimitHeaders(Arc::new(h)));
+            ctx.data.insert(RateLimitHeaders(h));
         }
         Flow::Continue
     }
 
     fn header_filter(&self, ctx: &mut Ctx, resp: &mut Parts) {
-        if let Some(RateLimitHeaders(h)) = ctx.data.get::<RateLimitHeaders>() {
-            for (name, value) in h.iter() {
-                resp.headers.insert(name.clone(), value.clone());
+        if let Some(RateLimitHeaders(h)) = ctx.data.remove::<RateLimitHeaders>() {
+            resp.headers.reserve(h.len());
+            for (name, value) in h {
+                resp.headers.insert(name, value);
             }
         }
     }
