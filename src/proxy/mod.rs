@@ -191,14 +191,19 @@ impl Proxy {
         let head =
             (self.access_log.as_ref()).map(|_| access_log::RequestHead::new(&req, conn.peer.ip()));
         // Boxed for the same reason as the service future in serve.rs: the scope and the
-        // access-log wrapper move it.
-        let proxied = Box::pin(self.proxy(
-            req,
-            conn,
-            request_id_value.as_ref(),
-            &request_id,
-            start,
-            grpc,
+        // access-log wrapper move it. The box is allocated first and the future written into
+        // it: `Box::pin(future)` builds the whole 6 KB future on the stack and copies it.
+        let slot = Box::new_uninit();
+        let proxied = Box::into_pin(Box::write(
+            slot,
+            self.proxy(
+                req,
+                conn,
+                request_id_value.as_ref(),
+                &request_id,
+                start,
+                grpc,
+            ),
         ));
         let (result, note) = if head.is_some() {
             let (r, n) = scope.run(access_log::noted(proxied)).await;
@@ -1203,37 +1208,37 @@ fn is_upgrade(parts: &Parts) -> bool {
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1) and those the Connection header names. For an
 /// upgrade, `Upgrade` and `Connection: upgrade` are kept.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // One pass over the names first: most requests and responses carry none of these, and a
-    // removal costs a hash lookup each.
-    if !headers.keys().any(is_hop_by_hop) {
-        if upgrade {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        }
-        return;
-    }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
+    // Only what is present is removed (a removal costs a hash lookup): one pass over the names,
+    // then the names `Connection` lists that the map holds. Upstream responses usually carry
+    // `Connection: keep-alive` and nothing else of these; requests usually none.
+    let mut remove: smallvec::SmallVec<[HeaderName; 4]> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n) && !(upgrade && *n == header::UPGRADE))
+        .cloned()
+        .collect();
+    if !remove.is_empty() {
+        for token in headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !(upgrade && n == header::UPGRADE))
-            .collect();
-        for name in named {
+            .map(str::trim)
+        {
+            if upgrade && token.eq_ignore_ascii_case("upgrade") {
+                continue;
+            }
+            if headers.contains_key(token)
+                && let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+            {
+                remove.push(name);
+            }
+        }
+        for name in remove {
             headers.remove(name);
         }
-        headers.remove(header::CONNECTION);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TE);
-    headers.remove(header::TRAILER);
-    headers.remove(header::TRANSFER_ENCODING);
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 

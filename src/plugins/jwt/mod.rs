@@ -381,8 +381,12 @@ impl Jwt {
         let fail = |m: String| Failure::Message(m, Inv);
         let name = &self.conf.key_claim_name;
         let jwt = token::decode(token).map_err(|e| fail(format!("Bad token; {e}")))?;
+        let from_header;
         let key_value = match jwt.claims.get(name) {
-            None | Some(Value::Bool(false)) => jwt.header.get(name),
+            None | Some(Value::Bool(false)) => {
+                from_header = jwt.header.field(name);
+                from_header.as_ref()
+            }
             v => v,
         };
         let key_value = match key_value {
@@ -397,7 +401,7 @@ impl Jwt {
             Some(_) => None,
         };
         let lookup = |key: &str| tables.credential(EntityKind::JwtSecrets, key);
-        let kid = jwt.header.get("kid").and_then(Value::as_str);
+        let kid = jwt.header.kid.as_deref();
         let entry = key_value.as_deref().and_then(|k| {
             kid.filter(|kid| !kid.is_empty())
                 .and_then(|kid| lookup(&format!("{k}#{kid}")))

@@ -3,6 +3,8 @@
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::keys::ALGORITHMS;
@@ -54,7 +56,7 @@ pub fn kong_b64_decode(input: &str) -> Option<Vec<u8>> {
 #[derive(Debug, Clone)]
 pub struct Decoded<'a> {
     /// The JOSE header.
-    pub header: Map<String, Value>,
+    pub header: Header,
     /// The claims.
     pub claims: Map<String, Value>,
     /// The signature bytes.
@@ -65,6 +67,91 @@ pub struct Decoded<'a> {
     pub alg: &'static str,
 }
 
+/// A token's JOSE header: `kid` read when decoding, any other field on demand.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// `kid` when it is a string.
+    pub kid: Option<String>,
+    /// The header's JSON (a valid JSON object).
+    json: Vec<u8>,
+}
+
+impl Header {
+    /// The value of field `name` (parses the header again: only the rare fallback of
+    /// `key_claim_name` to the header needs it).
+    pub fn field(&self, name: &str) -> Option<Value> {
+        let Ok(Value::Object(mut map)) = serde_json::from_slice(&self.json) else {
+            return None;
+        };
+        map.remove(name)
+    }
+}
+
+/// The header fields every token needs, read without building a JSON tree. A field that is
+/// not a string reads as absent, as `Value::as_str` would.
+#[derive(serde::Deserialize)]
+struct Jose<'a> {
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
+    alg: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
+    kid: Option<Cow<'a, str>>,
+}
+
+fn string_or_absent<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct Lenient;
+    impl<'de> serde::de::Visitor<'de> for Lenient {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            while a
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Lenient)
+}
+
+fn known_alg(alg: &str) -> Option<&'static str> {
+    ALGORITHMS.iter().find(|k| **k == alg).copied()
+}
+
 /// Decode `token` like Kong; the error is what follows `Bad token; ` in the 401 body.
 pub fn decode(token: &str) -> Result<Decoded<'_>, &'static str> {
     // Kong's tokenize(token, ".", 3): at most three parts, the last one keeps any extra dots.
@@ -72,27 +159,42 @@ pub fn decode(token: &str) -> Result<Decoded<'_>, &'static str> {
     let (Some(h64), Some(c64), Some(s64)) = (parts.next(), parts.next(), parts.next()) else {
         return Err("invalid JSON");
     };
-    let json = |seg: &str| -> Result<Value, &'static str> {
-        let bytes = kong_b64_decode(seg).ok_or("invalid JSON")?;
-        serde_json::from_slice(&bytes).map_err(|_| "invalid JSON")
+    let json = kong_b64_decode(h64).ok_or("invalid JSON")?;
+    // `None`: the header is JSON but not an object ("invalid alg", once the claims parsed).
+    // The typed read only for an object: serde would also fill the struct from an array.
+    let object = json.trim_ascii_start().first() == Some(&b'{');
+    let typed = if object {
+        serde_json::from_slice::<Jose<'_>>(&json).map_err(Some)
+    } else {
+        Err(None)
     };
-    let header = json(h64)?;
-    let claims = json(c64)?;
+    let fields = match typed {
+        Ok(j) => Some((
+            j.alg.as_deref().and_then(known_alg),
+            j.kid.map(Cow::into_owned),
+        )),
+        Err(Some(e)) if e.is_syntax() || e.is_eof() => return Err("invalid JSON"),
+        // Not an object, or a repeated field: the JSON tree decides (the last value wins).
+        Err(_) => match serde_json::from_slice::<Value>(&json) {
+            Ok(Value::Object(m)) => Some((
+                m.get("alg").and_then(Value::as_str).and_then(known_alg),
+                m.get("kid").and_then(Value::as_str).map(str::to_owned),
+            )),
+            Ok(_) => None,
+            Err(_) => return Err("invalid JSON"),
+        },
+    };
+    let claims = kong_b64_decode(c64).ok_or("invalid JSON")?;
+    let claims: Value = serde_json::from_slice(&claims).map_err(|_| "invalid JSON")?;
     let signature = kong_b64_decode(s64);
-    let Value::Object(header) = header else {
-        return Err("invalid alg");
-    };
-    let alg = header
-        .get("alg")
-        .and_then(Value::as_str)
-        .and_then(|a| ALGORITHMS.iter().find(|k| **k == a))
-        .ok_or("invalid alg")?;
+    let (alg, kid) = fields.ok_or("invalid alg")?;
+    let alg = alg.ok_or("invalid alg")?;
     let Value::Object(claims) = claims else {
         return Err("invalid claims");
     };
     let signature = signature.ok_or("invalid signature")?;
     Ok(Decoded {
-        header,
+        header: Header { kid, json },
         claims,
         signature,
         signing_input: &token[..h64.len() + 1 + c64.len()],
@@ -205,6 +307,49 @@ mod tests {
         assert_eq!(ok.signature, b"hi");
         assert_eq!(ok.signing_input, format!("{h}.{c}"));
         assert_eq!(ok.claims["iss"], "a");
+        assert_eq!(ok.header.kid, None);
+    }
+
+    #[test]
+    fn header_fields_like_the_json_tree() {
+        let c = b64(&json!({"iss": "a"}));
+        let tok = |h: &str| {
+            format!(
+                "{}.{c}.aGk",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h)
+            )
+        };
+        let t = tok(r#"{"alg":"HS256","kid":"k1","x":[1,{"y":null}],"n":1.5}"#);
+        let d = decode(&t).unwrap();
+        assert_eq!((d.alg, d.header.kid.as_deref()), ("HS256", Some("k1")));
+        assert_eq!(d.header.field("x"), Some(json!([1, {"y": null}])));
+        assert_eq!(d.header.field("missing"), None);
+        // A kid that is not a string is absent; escapes are decoded.
+        let t = tok(r#"{"alg":"HS\u0032\u0035\u0036","kid":7}"#);
+        let d = decode(&t).unwrap();
+        assert_eq!((d.alg, d.header.kid), ("HS256", None));
+        // A repeated field: the last one wins, as in the JSON tree.
+        let t = tok(r#"{"alg":"none","alg":"RS256","kid":"a","kid":"b"}"#);
+        let d = decode(&t).unwrap();
+        assert_eq!((d.alg, d.header.kid.as_deref()), ("RS256", Some("b")));
+        // JSON that is not an object, and broken JSON.
+        assert_eq!(decode(&tok("[1]")).unwrap_err(), "invalid alg");
+        assert_eq!(decode(&tok(r#"["HS256","k"]"#)).unwrap_err(), "invalid alg");
+        assert_eq!(decode(&tok(r#" {"alg":"HS256"}"#)).unwrap().alg, "HS256");
+        assert_eq!(decode(&tok("[1")).unwrap_err(), "invalid JSON");
+        assert_eq!(decode(&tok(r#""HS256""#)).unwrap_err(), "invalid alg");
+        assert_eq!(
+            decode(&tok(r#"{"alg":"HS256""#)).unwrap_err(),
+            "invalid JSON"
+        );
+        assert_eq!(
+            decode(&tok(r#"{"alg":"HS256"} x"#)).unwrap_err(),
+            "invalid JSON"
+        );
+        assert_eq!(
+            decode(&tok(r#"{"alg":["HS256"]}"#)).unwrap_err(),
+            "invalid alg"
+        );
     }
 
     #[test]
