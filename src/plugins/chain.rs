@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::Response;
 use http::response::Parts;
+use http::{HeaderMap, Response, header};
 use smallvec::SmallVec;
 use uuid::Uuid;
 
@@ -209,10 +209,21 @@ impl Chain {
         self.responding
     }
 
-    /// Whether some plugin reads the request headers after the access phase
-    /// ([`Handler::reads_request_headers_late`]): if not, they can be moved upstream.
-    pub fn reads_request_headers_late(&self) -> bool {
-        self.late_headers
+    /// The request headers to send upstream once the access phase passed. Copied when some
+    /// plugin reads them later ([`Handler::reads_request_headers_late`]); otherwise moved out
+    /// of `ctx`, which keeps only `Accept` and `Content-Type` (the gateway's error answer reads
+    /// them).
+    pub fn upstream_headers(&self, ctx: &mut Ctx) -> HeaderMap {
+        if self.late_headers {
+            return ctx.headers.clone();
+        }
+        let headers = std::mem::take(&mut ctx.headers);
+        for name in [header::ACCEPT, header::CONTENT_TYPE] {
+            if let Some(v) = headers.get(&name) {
+                ctx.headers.insert(name, v.clone());
+            }
+        }
+        headers
     }
 
     /// Whether requests on this route record a timeline (some plugin wants one).
@@ -314,6 +325,15 @@ impl Chain {
         let body = ProxyBody::Plugins(Box::new(PluginBody::new(body, filters, log)));
         Response::from_parts(parts, body)
     }
+}
+
+/// Whether some instance a chain may run (a slot's base, or any consumer-scoped instance when
+/// the slot can have one) has a handler for which `yes` holds.
+fn any_instance(access: &[Slot], yes: impl Fn(&dyn Handler) -> bool) -> bool {
+    access.iter().any(|s| {
+        s.base.as_ref().is_some_and(|(_, i)| yes(&*i.handler))
+            || (s.consumer_possible && s.index.any(|i| yes(&*i.handler)))
+    })
 }
 
 fn first_name(idx: &NameIndex) -> Option<String> {
@@ -458,25 +478,9 @@ impl CompiledPlugins {
                 let mut taken: Vec<Option<Slot>> =
                     slots.into_iter().map(|(_, _, s)| Some(s)).collect();
                 let access: Vec<Slot> = order.iter().filter_map(|&i| taken[i].take()).collect();
-                let responding = access.iter().any(|s| {
-                    s.base
-                        .as_ref()
-                        .is_some_and(|(_, i)| i.handler.wants_response())
-                        || (s.consumer_possible && s.index.any(|i| i.handler.wants_response()))
-                });
-                let traced = access.iter().any(|s| {
-                    s.base
-                        .as_ref()
-                        .is_some_and(|(_, i)| i.handler.wants_timeline())
-                        || (s.consumer_possible && s.index.any(|i| i.handler.wants_timeline()))
-                });
-                let late_headers = access.iter().any(|s| {
-                    s.base
-                        .as_ref()
-                        .is_some_and(|(_, i)| i.handler.reads_request_headers_late())
-                        || (s.consumer_possible
-                            && s.index.any(|i| i.handler.reads_request_headers_late()))
-                });
+                let responding = any_instance(&access, |h| h.wants_response());
+                let traced = any_instance(&access, |h| h.wants_timeline());
+                let late_headers = any_instance(&access, |h| h.reads_request_headers_late());
                 chains.insert(
                     route.id,
                     Arc::new(Chain {

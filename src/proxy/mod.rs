@@ -355,18 +355,7 @@ impl Proxy {
         if let Some(resp) = chain.access(&mut ctx).await {
             return Ok(chain.respond(ctx, resp, Source::Gateway, info));
         }
-        parts.headers = if chain.reads_request_headers_late() {
-            ctx.headers.clone()
-        } else {
-            // No plugin reads them again: move them, keeping what the error answer below reads.
-            let headers = std::mem::take(&mut ctx.headers);
-            for name in [header::ACCEPT, header::CONTENT_TYPE] {
-                if let Some(v) = headers.get(&name) {
-                    ctx.headers.insert(name, v.clone());
-                }
-            }
-            headers
-        };
+        parts.headers = chain.upstream_headers(&mut ctx);
         parts.method = ctx.method.clone();
         if ctx.query.as_deref() != parts.uri.query() || ctx.upstream_path.is_some() {
             let pq = match &ctx.query {

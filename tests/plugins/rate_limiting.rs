@@ -631,9 +631,14 @@ async fn local_counters_survive_a_reload() {
     .expect(201);
     settle_in_window(Period::Minute, 10_000).await;
     let url = format!("{}/rl", gw.proxy_url());
+    // The plugin, not only the route, must be live: a snapshot with the route alone answers 200
+    // without counting (the proxy's configuration follows the admin writes asynchronously).
     assert_eventually!(
         Duration::from_secs(10),
-        client().get(&url).send().await.unwrap().status() == 200,
+        {
+            let r = client().get(&url).send().await.unwrap();
+            r.status() == 200 && h(&r, "x-ratelimit-limit-minute") == Some("3")
+        },
         "route and plugin reach the proxy"
     );
     let r = client().get(&url).send().await.unwrap();
